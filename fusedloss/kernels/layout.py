@@ -1,0 +1,41 @@
+"""What every launcher does before a kernel runs, whatever the target.
+
+A loss reduces the last axis: an input of shape ``(..., n)`` is seen as ``rows`` of
+``n`` columns, the loss has shape ``(...)`` and the gradient the input's shape.
+"""
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def row_layout(y_true, y_pred):
+    """Check a label/prediction pair and return ``(loss_shape, n_rows, n_columns)``.
+
+    Raises ``ValueError`` naming both shapes when they differ, and ``TypeError``
+    naming the dtype when the prediction is not float32 or float64 (the bridge casts
+    half precision to float32 before it gets here).
+    """
+    if y_true.shape != y_pred.shape:
+        raise ValueError(
+            f"y_true and y_pred must have the same shape, got y_true {tuple(y_true.shape)} "
+            f"and y_pred {tuple(y_pred.shape)}"
+        )
+    if len(y_pred.shape) == 0:
+        raise ValueError("y_pred must have rank >= 1 (the loss averages the last axis), got a scalar")
+    if np.dtype(y_pred.dtype) not in SUPPORTED_DTYPES:
+        raise TypeError(f"y_pred must be float32 or float64, got {np.dtype(y_pred.dtype)}")
+    if y_true.dtype != y_pred.dtype:
+        raise TypeError(f"y_true must have y_pred's dtype {y_pred.dtype}, got {y_true.dtype}")
+    loss_shape = tuple(y_pred.shape[:-1])
+    n_columns = int(y_pred.shape[-1])
+    return loss_shape, int(np.prod(loss_shape, dtype=np.int64)), n_columns
+
+
+def check_output(name, out, shape, dtype):
+    """Raise ``ValueError`` unless a caller-supplied output buffer fits exactly."""
+    if out.shape != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(
+            f"{name} must be C-contiguous with shape {tuple(shape)} and dtype {dtype}, "
+            f"got {tuple(out.shape)} {out.dtype}"
+        )
