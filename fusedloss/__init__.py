@@ -4,7 +4,7 @@ Public API: the Keras loss classes, their functional forms (per-sample losses,
 differentiable) and ``backend()``.
 """
 
-from .backend import backend
+from .backends import backend
 from .losses import Huber
 from .ops import huber
 

@@ -15,7 +15,7 @@ import math
 
 import tensorflow as tf
 
-from .backend import kernels as backend_kernels
+from .backends import kernels as backend_kernels
 from .buffers import pool
 
 
