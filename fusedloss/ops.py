@@ -94,17 +94,48 @@ def _compute_dtype(dtype):
     return tf.float64 if dtype == tf.float64 else tf.float32
 
 
-def _run_kernel(loss_name, params, y_true, y_pred):
+def _gradient_may_be_recorded():
+    """True when a gradient tape is recording here (eagerly or while tracing).
+
+    Private TF API, guarded: if it moves, assume a tape, which only costs the work of
+    computing a gradient nobody asks for.
+    """
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:  # pragma: no cover - depends on TF internals
+        return True
+    return bool(record.could_possibly_record())
+
+
+def _run_kernel(loss_name, params, with_grad, y_true, y_pred):
     """Host side of ``tf.numpy_function``: run one fused kernel into pooled buffers.
 
     ``y_true``/``y_pred`` may be views of TensorFlow's memory: they are only read.
+    Returns ``[loss, grad]``, or ``[loss]`` from the loss-only kernel.
     """
     launcher = getattr(backend_kernels(), loss_name)
     dtype = y_pred.dtype
     loss_out = pool.take(y_pred.shape[:-1], dtype)
-    grad_out = pool.take(y_pred.shape, dtype)
-    loss, grad = launcher(y_true, y_pred, *params, loss_out=loss_out, grad_out=grad_out)
-    return loss, grad
+    grad_out = pool.take(y_pred.shape, dtype) if with_grad else None
+    loss, grad = launcher(y_true, y_pred, *params, with_grad=with_grad, loss_out=loss_out, grad_out=grad_out)
+    return [loss, grad] if with_grad else [loss]
+
+
+def _call_kernel(loss_name, params, with_grad, y_true, y_pred):
+    """``tf.numpy_function`` around ``_run_kernel``, with static output shapes."""
+    outputs = tf.numpy_function(
+        functools.partial(_run_kernel, loss_name, params, with_grad),
+        [y_true, y_pred],
+        [y_pred.dtype] * (2 if with_grad else 1),
+        stateful=False,
+        name=f"fused_{loss_name}",
+    )
+    if not with_grad:  # numpy_function returns a lone output as a tensor, not a list
+        outputs = [outputs] if isinstance(outputs, tf.Tensor) else list(outputs)
+    outputs[0].set_shape(y_pred.shape[:-1])
+    if with_grad:
+        outputs[1].set_shape(y_pred.shape)
+    return outputs
 
 
 def rescale(upstream, saved_grad):
@@ -126,25 +157,27 @@ def fused_loss(loss_name, y_true, y_pred, params):
     """Per-sample loss of ``kernels.<backend>.<loss_name>``, differentiable in ``y_pred``.
 
     ``params`` are passed positionally to the launcher after ``y_true, y_pred``.
+
+    Under a recording gradient tape the forward runs the fused kernel and saves the
+    gradient. Without one (evaluate, predict-time metrics) it runs the loss-only kernel
+    and saves nothing; should that graph be differentiated after all (a ``tf.function``
+    traced without a tape, later called under one), the backward runs the fused kernel
+    once to get the gradient, so the answer is right either way.
     """
+    with_grad = _gradient_may_be_recorded()
 
     @tf.custom_gradient
     def loss_and_saved_grad(y_true, y_pred):
         compute_dtype = _compute_dtype(y_pred.dtype)
-        loss, grad = tf.numpy_function(
-            functools.partial(_run_kernel, loss_name, params),
-            [tf.cast(y_true, compute_dtype), tf.cast(y_pred, compute_dtype)],
-            [compute_dtype, compute_dtype],
-            stateful=False,
-            name=f"fused_{loss_name}",
-        )
-        loss.set_shape(y_pred.shape[:-1])
-        grad.set_shape(y_pred.shape)
+        kernel = (loss_name, params)
+        computed = (tf.cast(y_true, compute_dtype), tf.cast(y_pred, compute_dtype))
+        outputs = _call_kernel(*kernel, with_grad, *computed)
 
         def backward(upstream):
+            grad = outputs[1] if with_grad else _call_kernel(*kernel, True, *computed)[1]
             return None, tf.cast(rescale(upstream, grad), y_pred.dtype)
 
-        return tf.cast(loss, y_pred.dtype), backward
+        return tf.cast(outputs[0], y_pred.dtype), backward
 
     return loss_and_saved_grad(y_true, y_pred)
 

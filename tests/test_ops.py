@@ -194,3 +194,32 @@ def test_empty_batch_matches_keras():
 def test_batch_of_one():
     y_true, y_pred = random_pair((1, 9), tf.float32)
     np.testing.assert_allclose(ops.huber(y_true, y_pred), keras.losses.huber(y_true, y_pred), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------
+# No tape, no gradient
+
+
+def fused_kernel_outputs(concrete_function):
+    """Output counts of the fused kernel calls in a traced graph (2: loss and gradient)."""
+    return [len(op.outputs) for op in concrete_function.graph.get_operations() if op.type == "PyFuncStateless"]
+
+
+def test_without_a_tape_only_the_loss_is_computed():
+    y_true, y_pred = random_pair((8, 5), tf.float32)
+    loss_only = tf.function(ops.huber).get_concrete_function(y_true, y_pred)
+    assert fused_kernel_outputs(loss_only) == [1]
+    with_tape = tf.function(lambda t, p: value_and_gradient(ops.huber, t, p)).get_concrete_function(y_true, y_pred)
+    assert fused_kernel_outputs(with_tape) == [2]
+    np.testing.assert_allclose(loss_only(y_true, y_pred), keras.losses.huber(y_true, y_pred), rtol=1e-6)
+    np.testing.assert_allclose(ops.huber(y_true, y_pred), keras.losses.huber(y_true, y_pred), rtol=1e-6)
+
+
+def test_a_function_traced_without_a_tape_still_differentiates_correctly():
+    y_true, y_pred = random_pair((8, 5), tf.float64)
+    traced_without_tape = tf.function(lambda t, p: 3.0 * ops.huber(t, p, 0.5))
+    traced_without_tape(y_true, y_pred)
+    fused = value_and_gradient(traced_without_tape, y_true, y_pred)
+    native = value_and_gradient(lambda t, p: 3.0 * keras.losses.huber(t, p, 0.5), y_true, y_pred)
+    np.testing.assert_allclose(fused[0], native[0], rtol=1e-12)
+    np.testing.assert_allclose(fused[1], native[1], rtol=1e-12)
