@@ -5,9 +5,9 @@ differentiable) and ``backend()``.
 """
 
 from .backends import backend
-from .losses import Huber
-from .ops import huber
+from .losses import Huber, WeightedSigmoidCrossEntropy
+from .ops import huber, weighted_sigmoid_cross_entropy
 
 __version__ = "0.1.0"
 
-__all__ = ["Huber", "backend", "huber"]
+__all__ = ["Huber", "WeightedSigmoidCrossEntropy", "backend", "huber", "weighted_sigmoid_cross_entropy"]
