@@ -123,9 +123,14 @@ def huber(y_true, y_pred, delta=1.0, *, with_grad=True, loss_out=None, grad_out=
 # them. The float32 approximations get "contract" only: their error analysis rests on
 # the rounding of each operation (Fast2Sum, the split ln 2), which "reassoc" would
 # let LLVM rearrange.
-for _helper in (scalar_math._like, scalar_math._exp, scalar_math._log1p):
+for _helper in (scalar_math._like, scalar_math._exp, scalar_math._log1p_unit):
     register_jitable(_helper)
-for _approximation in (scalar_math.exp_float32, scalar_math.log1p_float32):
+for _approximation in (
+    scalar_math.exp_float32,
+    scalar_math.log1p_float32,
+    scalar_math.log1p_unit_float32,
+    scalar_math._log_float32,
+):
     register_jitable(fastmath={"contract"})(_approximation)
 
 
@@ -154,3 +159,36 @@ def weighted_sigmoid_cross_entropy(
     pos_weight = per_class_parameter("pos_weight", pos_weight, y_pred)
     params = (pos_weight, y_pred.dtype.type(label_smoothing))
     return run_rows(_weighted_sigmoid_cross_entropy_rows, y_true, y_pred, params, with_grad, loss_out, grad_out)
+
+
+# ---------------------------------------------------------------------------------
+# Backward of any fused loss: the saved gradient times the upstream gradient
+
+
+@njit(parallel=True, fastmath=FASTMATH)
+def _scale_rows_kernel(scales, rows, out):
+    n_rows, n_columns = rows.shape
+    n_chunks = (n_columns + COLUMNS_PER_TASK - 1) // COLUMNS_PER_TASK
+    for task in prange(n_rows * n_chunks):
+        row = task // n_chunks
+        first = (task % n_chunks) * COLUMNS_PER_TASK
+        scale = scales[row]
+        for column in range(first, min(first + COLUMNS_PER_TASK, n_columns)):
+            out[row, column] = scale * rows[row, column]
+
+
+def scale_rows(scales, rows, out):
+    """``out[..., c] = scales[...] * rows[..., c]``: each row of ``rows`` (shape
+    ``scales.shape + (n,)``) times its scale, written into ``out`` (rows' shape and
+    dtype, C-contiguous). ``rows`` and ``scales`` are only read. Returns ``out``."""
+    n_columns = rows.shape[-1] if rows.ndim else 1
+    if scales.shape != rows.shape[:-1]:
+        raise ValueError(f"scales must have shape {rows.shape[:-1]}, got {scales.shape}")
+    check_output("out", out, rows.shape, rows.dtype)
+    if out.size:
+        _scale_rows_kernel(
+            np.ascontiguousarray(scales, rows.dtype).reshape(-1),
+            np.ascontiguousarray(rows).reshape(-1, n_columns),
+            out.reshape(-1, n_columns),
+        )
+    return out
