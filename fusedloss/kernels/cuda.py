@@ -17,10 +17,11 @@ import types
 import numba
 import numpy as np
 from numba import cuda
-from numba.cuda.extending import register_jitable
+from numba.cuda.extending import overload, register_jitable
+from numba.cuda.extending import types as numba_types
 
 from . import math as scalar_math
-from .layout import check_output, row_layout
+from .layout import check_output, per_class_parameter, row_layout
 
 # Threads per block: a power of two, at most MAX_THREADS_PER_BLOCK (the size of the
 # shared reduction buffer). Tests under the simulator lower it; each simulated thread
@@ -151,7 +152,17 @@ def compile_all_ptx(cc=(8, 0)):
     Returns ``{(name, dtype_name, with_grad): ptx}``. Needs NVVM (the CUDA toolkit or
     ``numba-cuda[cu12|cu13]``), not a device; raises what numba raises otherwise.
     """
-    loss_params = {"huber": (_huber_kernels, lambda dtype: (dtype.type(1.0),))}
+    loss_params = {
+        "huber": (_huber_kernels, lambda dtype: (dtype.type(1.0),)),
+        "weighted_sigmoid_cross_entropy": (
+            _weighted_sigmoid_cross_entropy_kernels,
+            lambda dtype: (dtype.type(2.0), dtype.type(0.1)),
+        ),
+        "weighted_sigmoid_cross_entropy[per-class]": (
+            _weighted_sigmoid_cross_entropy_kernels,
+            lambda dtype: (np.ones(3, dtype), dtype.type(0.1)),
+        ),
+    }
     compiled = {}
     with _device_functions_compiled_for(cc):
         for name, (kernels, make_params) in loss_params.items():
@@ -182,4 +193,47 @@ def _device_functions_compiled_for(cc):
         dispatcher.get_current_device = real
 
 
-__all__ = ["huber", "compile_all_ptx", "THREADS_PER_BLOCK"]
+# ---------------------------------------------------------------------------------
+# Weighted sigmoid cross-entropy
+
+# The element function calls these helpers by name. The float32 exp/log1p
+# approximations are kept on the GPU too, rather than libdevice's expf/log1pf: the
+# kernel is memory-bound there, so their few extra FMAs cost nothing; they are more
+# accurate than libdevice's documented 2 ulp; and the simulator then runs exactly the
+# math the GPU runs, and CPU and GPU agree to rounding.
+for _helper in (
+    scalar_math._like,
+    scalar_math._exp,
+    scalar_math._log1p_unit,
+    scalar_math.exp_float32,
+    scalar_math.log1p_float32,
+    scalar_math.log1p_unit_float32,
+    scalar_math._log_float32,
+):
+    register_jitable(_helper)
+
+
+@overload(scalar_math._class_weight, inline="always")
+def _class_weight(weights, column):
+    if isinstance(weights, numba_types.Array):
+        return lambda weights, column: weights[column]
+    return lambda weights, column: weights
+
+
+_weighted_sigmoid_cross_entropy_kernels = _kernels(scalar_math.weighted_sigmoid_cross_entropy)
+
+
+def weighted_sigmoid_cross_entropy(
+    y_true, y_pred, pos_weight=1.0, label_smoothing=0.0, *, with_grad=True, loss_out=None, grad_out=None
+):
+    """Per-row weighted sigmoid cross-entropy and gradient on the GPU; see
+    ``cpu.weighted_sigmoid_cross_entropy`` for the contract."""
+    dtype = np.dtype(y_pred.dtype)
+    pos_weight = per_class_parameter("pos_weight", pos_weight, y_pred)
+    if pos_weight.ndim:
+        pos_weight = cuda.to_device(pos_weight)
+    params = (pos_weight, dtype.type(label_smoothing))
+    return run_rows(_weighted_sigmoid_cross_entropy_kernels, y_true, y_pred, params, with_grad, loss_out, grad_out)
+
+
+__all__ = ["huber", "weighted_sigmoid_cross_entropy", "compile_all_ptx", "THREADS_PER_BLOCK"]
