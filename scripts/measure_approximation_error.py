@@ -23,12 +23,13 @@ from fusedloss.kernels import math as scalar_math
 
 exp_float32 = scalar_math.exp_float32
 log1p_float32 = scalar_math.log1p_float32
+log1p_unit_float32 = scalar_math.log1p_unit_float32
 SMALLEST_NORMAL = 2.0**-126
 LARGEST = float(np.finfo(np.float32).max)
 BLOCKS = 512
 
 
-@njit(parallel=True, fastmath=cpu.FASTMATH)
+@njit(parallel=True, fastmath=cpu.FASTMATH, error_model="numpy")
 def worst_exp(inputs):
     """Per block: (largest relative error, its input, count of wrong out-of-domain results)."""
     worst = np.zeros(BLOCKS)
@@ -54,7 +55,7 @@ def worst_exp(inputs):
     return worst, where, wrong
 
 
-@njit(parallel=True, fastmath=cpu.FASTMATH)
+@njit(parallel=True, fastmath=cpu.FASTMATH, error_model="numpy")
 def worst_log1p(inputs):
     """Per block: (largest relative error, its input, count of wrong out-of-domain results)."""
     worst = np.zeros(BLOCKS)
@@ -80,6 +81,32 @@ def worst_log1p(inputs):
                     if error > worst[block]:
                         worst[block] = error
                         where[block] = u
+    return worst, where, wrong
+
+
+@njit(parallel=True, fastmath=cpu.FASTMATH, error_model="numpy")
+def worst_log1p_unit(inputs):
+    """``log1p_unit_float32`` as the loss calls it, on inputs in [0, 1] (others skipped)."""
+    worst = np.zeros(BLOCKS)
+    where = np.zeros(BLOCKS, np.float32)
+    wrong = np.zeros(BLOCKS, np.int64)
+    one = np.float32(1.0)
+    per_block = (inputs.size + BLOCKS - 1) // BLOCKS
+    for block in prange(BLOCKS):
+        for i in range(block * per_block, min((block + 1) * per_block, inputs.size)):
+            u = inputs[i]
+            if not (0.0 <= u <= 1.0):
+                continue
+            y = one + u
+            got = log1p_unit_float32(u, y, one / y)
+            exact = math.log1p(np.float64(u))
+            if exact == 0.0:
+                wrong[block] += got != 0.0
+            elif exact >= SMALLEST_NORMAL:
+                error = abs(got - exact) / exact
+                if error > worst[block]:
+                    worst[block] = error
+                    where[block] = u
     return worst, where, wrong
 
 
@@ -125,6 +152,7 @@ def main():
     chunks = (lambda: sample(args.sample)) if args.sample else every_float32
     measure("exp_float32", worst_exp, math.exp, chunks())
     measure("log1p_float32", worst_log1p, math.log1p, chunks())
+    measure("log1p_unit_float32 on [0, 1]", worst_log1p_unit, math.log1p, chunks())
 
 
 if __name__ == "__main__":

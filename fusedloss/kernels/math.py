@@ -53,7 +53,7 @@ _LOG2_E = np.float32(1.4426950408889634)
 # exact for |k| <= 512 and the reduced argument loses nothing to rounding.
 _LN2_HI = np.float32(0.693145751953125)
 _LN2_LO = np.float32(1.4286068203094173e-06)
-_EXP_P = tuple(np.float32(c) for c in (0.5, 0.16666577, 0.04166637, 0.00836324, 0.00139412))
+_EXP_P = tuple(np.float32(c) for c in (0.5, 0.16666577, 0.041666374, 0.0083632351, 0.0013941218))
 # Beyond these, exp(x) overflows float32 or falls below its smallest normal number.
 _EXP_OVERFLOW = np.float32(88.72283172607422)
 _EXP_UNDERFLOW = np.float32(-87.33654022216797)
