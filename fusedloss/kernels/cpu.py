@@ -154,7 +154,7 @@ def weighted_sigmoid_cross_entropy(
 
     ``pos_weight``: a scalar, or one weight per class (the last axis). The float32
     kernel uses the vectorisable ``exp``/``log1p`` of ``math.py`` (relative error
-    below 2e-7); the float64 one libm's. Otherwise the contract of ``huber``.
+    below 1e-7 each); the float64 one libm's. Otherwise the contract of ``huber``.
     """
     pos_weight = per_class_parameter("pos_weight", pos_weight, y_pred)
     params = (pos_weight, y_pred.dtype.type(label_smoothing))

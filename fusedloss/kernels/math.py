@@ -82,8 +82,8 @@ def exp_float32(x):
     ``2^k`` is added to the result's exponent bits.
 
     Error, measured against float64 ``exp`` over every float32 ``x`` whose ``exp`` is a
-    normal float32 (-87.3365 <= x <= 88.7228): at most 1.2e-7 relative (1.6 ulp)
-    [run ``scripts/measure_approximation_error.py``]. Below that range the result is
+    normal float32 (-87.3365 <= x <= 88.7228): at most 9.2e-8 relative (1.1 ulp, at
+    x = 5.19896) [``scripts/measure_approximation_error.py``, all 2^32 inputs]. Below that range the result is
     flushed to 0 (an absolute error under 1.2e-38, as a flush-to-zero CPU gives);
     above it, ``inf``. ``exp(-inf) = 0``, ``exp(inf) = inf``, ``exp(nan) = nan``.
     """
@@ -132,7 +132,7 @@ def log1p_float32(u):
     ``c = u`` exactly.
 
     Error, measured against float64 ``log1p`` over every float32 ``u > -1``: at most
-    1.6e-7 relative (1.9 ulp) [run ``scripts/measure_approximation_error.py``].
+    8.7e-8 relative (1.0 ulp, at u = 0.399764) [``scripts/measure_approximation_error.py``].
     ``log1p(-1) = -inf``, ``log1p(inf) = inf``; ``u < -1`` and NaN give NaN.
     """
     y = u + _F32_ONE
@@ -155,7 +155,7 @@ def log1p_unit_float32(u, y, inverse):
 
     The same operations as ``log1p_float32`` on that interval, except ``c * inverse``
     for ``c / y`` (a last-bit difference in a term below one ulp of the result).
-    Measured the same way: at most 1.0e-7 relative over every float32 in [0, 1].
+    Measured the same way: at most 8.7e-8 relative over every float32 in [0, 1].
     """
     c = u - (y - _F32_ONE)
     return _log_float32(y, c * inverse)
