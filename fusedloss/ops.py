@@ -8,6 +8,9 @@ and skips even that when the upstream is exactly 1.
 
 Inside an XLA-compiled function, where ``tf.numpy_function`` cannot run, the same
 math is computed with TensorFlow ops instead (XLA fuses them itself).
+
+Tensors on a GPU take ``gpu_bridge.forward`` instead of ``tf.numpy_function``: the
+CUDA kernel then runs on TensorFlow's device buffers without host copies.
 """
 
 import functools
@@ -15,6 +18,7 @@ import math
 
 import tensorflow as tf
 
+from . import gpu_bridge
 from .backend import kernels as backend_kernels
 from .buffers import pool
 
@@ -98,8 +102,9 @@ def _run_kernel(loss_name, params, y_true, y_pred):
     """Host side of ``tf.numpy_function``: run one fused kernel into pooled buffers.
 
     ``y_true``/``y_pred`` may be views of TensorFlow's memory: they are only read.
+    Host arrays run the CPU kernels unless ``FUSEDLOSS_BACKEND=cuda``.
     """
-    launcher = getattr(backend_kernels(), loss_name)
+    launcher = getattr(backend_kernels("CPU"), loss_name)
     dtype = y_pred.dtype
     loss_out = pool.take(y_pred.shape[:-1], dtype)
     grad_out = pool.take(y_pred.shape, dtype)
@@ -131,13 +136,17 @@ def fused_loss(loss_name, y_true, y_pred, params):
     @tf.custom_gradient
     def loss_and_saved_grad(y_true, y_pred):
         compute_dtype = _compute_dtype(y_pred.dtype)
-        loss, grad = tf.numpy_function(
-            functools.partial(_run_kernel, loss_name, params),
-            [tf.cast(y_true, compute_dtype), tf.cast(y_pred, compute_dtype)],
-            [compute_dtype, compute_dtype],
-            stateful=False,
-            name=f"fused_{loss_name}",
-        )
+        inputs = [tf.cast(y_true, compute_dtype), tf.cast(y_pred, compute_dtype)]
+        if gpu_bridge.wanted(y_pred):
+            loss, grad = gpu_bridge.forward(loss_name, params, *inputs)
+        else:
+            loss, grad = tf.numpy_function(
+                functools.partial(_run_kernel, loss_name, params),
+                inputs,
+                [compute_dtype, compute_dtype],
+                stateful=False,
+                name=f"fused_{loss_name}",
+            )
         loss.set_shape(y_pred.shape[:-1])
         grad.set_shape(y_pred.shape)
 
