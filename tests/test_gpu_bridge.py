@@ -1,13 +1,9 @@
 """The GPU bridge's logic, without a GPU.
 
-What needs real device memory is replaced by host memory: ``gpu_bridge.on_gpu``
-calls the CPU a GPU and ``gpu_bridge._device_arrays`` views TensorFlow's host buffers
-as simulator device arrays. Everything else is the real code: TensorFlow allocates
-the outputs, DLPack describes the buffers, the simulated CUDA kernel writes straight
-into TensorFlow's tensors, and the pointers prove that nothing was copied.
+What needs real device memory is replaced by host memory (``gpu_fakes``); the
+pointers then prove that the kernel read and wrote TensorFlow's own buffers.
 """
 
-import ctypes
 import importlib
 import math
 from typing import NamedTuple
@@ -16,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from numba import cuda
+from gpu_fakes import route_through_host
 
 import fusedloss
 from fusedloss import gpu_bridge
@@ -130,42 +126,7 @@ def test_cpu_tensors_keep_the_numpy_function_path(monkeypatch):
 
 @pytest.fixture
 def host_as_gpu(monkeypatch):
-    """Route fused losses through the GPU bridge onto CPU tensors; return the log of
-    allocations, synchronisations and launches, in order."""
-    monkeypatch.setenv("FUSEDLOSS_BACKEND", "cuda")  # the simulator counts when named
-    monkeypatch.setattr(cuda_kernels, "THREADS_PER_BLOCK", 32)
-    monkeypatch.setattr(gpu_bridge, "on_gpu", lambda device: True)
-    monkeypatch.setattr(gpu_bridge, "last_launch", None)
-    events = []
-    capsules = []  # what the real path keeps alive through numba's array owner
-
-    def host_views(buffers):
-        from numba.cuda.cudadrv.devicearray import FakeCUDAArray  # the simulator's
-
-        views = []
-        for buffer in buffers:
-            dtype = np.dtype(buffer.interface["typestr"])
-            shape = buffer.interface["shape"]
-            memory = (ctypes.c_char * (math.prod(shape) * dtype.itemsize)).from_address(buffer.pointer)
-            views.append(FakeCUDAArray(np.frombuffer(memory, dtype).reshape(shape)))
-            capsules.append(buffer.capsule)
-        return views
-
-    monkeypatch.setattr(gpu_bridge, "_device_arrays", host_views)
-    real_empty, real_launcher = tf.raw_ops.Empty, cuda_kernels.huber
-
-    def empty(**kwargs):
-        events.append("allocate")
-        return real_empty(**kwargs)
-
-    def launcher(*args, **kwargs):
-        events.append("launch")
-        return real_launcher(*args, **kwargs)
-
-    monkeypatch.setattr(tf.raw_ops, "Empty", empty)
-    monkeypatch.setattr(cuda_kernels, "huber", launcher)
-    monkeypatch.setattr(cuda, "synchronize", lambda: events.append("synchronize"))
-    return events
+    return route_through_host(monkeypatch)
 
 
 class Case(NamedTuple):
