@@ -21,7 +21,8 @@ In order:
    and CuPy (no autodiff there: the analytic gradient, unfused), sizes that do not
    fit skipped; each with its time, TB/s of the fewest bytes the work must move, and
    the fraction of the copy bandwidth;
-5. the fused kernel at 1e8 elements for several row lengths: each launch shape.
+5. the fused kernel at 1e8 elements for several row lengths (each launch shape),
+   and with other block and group sizes: the data to tune the launch constants.
 
 Writes ``gpu_report.md`` and ``gpu_report.json`` (plus the sanitizer logs) and prints
 the Markdown last. Exit status: 1 when a correctness or sanitizer check failed, 2
@@ -630,15 +631,30 @@ def run_timings(losses, providers, formula_rows, sizes, bandwidth, simulate, dea
     return rows
 
 
+# (columns per row, threads per block, most threads per row): the launcher's own
+# choice (block size 256, no cap) for each kind of row, then other group and block
+# sizes for the lengths where the best one is not obvious without measuring.
+LAUNCH_SWEEP = [(1, 256, 1024), (8, 256, 1024), (100, 256, 1024), (1000, 256, 1024), (10**5, 256, 1024), (10**8, 256, 1024),
+                (100, 256, 32), (1000, 256, 32), (1000, 256, 128), (1000, 512, 1024), (1000, 1024, 1024),
+                (10**5, 256, 32), (10**5, 512, 1024), (10**5, 1024, 1024)]  # fmt: skip
+SIMULATED_LAUNCH_SWEEP = [(1, 32, 1024), (8, 32, 1024), (64, 32, 1024), (64, 32, 8)]
+
+
 def run_launch_shapes(losses, fused, bandwidth, simulate, deadline):
+    """The fused kernel on one size under several launch shapes (its constants set
+    for each, then restored)."""
     elements = 64 if simulate else 10**8
-    columns = (1, 8, 64) if simulate else (1, 8, 100, 1000, 10**5, 10**8)
     rows = []
-    for loss, launcher, _, params in losses:
-        for n_columns in columns:
-            shape = matrix_shape(elements, n_columns)
-            row = time_cell(loss, launcher, params, fused, shape, np.float32, bandwidth, simulate, deadline)
-            rows.append({**row, "launch": describe_launch(shape)})
+    defaults = cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.MAX_THREADS_PER_ROW
+    try:
+        for loss, launcher, _, params in losses:
+            for n_columns, threads, widest in SIMULATED_LAUNCH_SWEEP if simulate else LAUNCH_SWEEP:
+                cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.MAX_THREADS_PER_ROW = threads, widest
+                shape = matrix_shape(elements, n_columns)
+                row = time_cell(loss, launcher, params, fused, shape, np.float32, bandwidth, simulate, deadline)
+                rows.append({**row, "launch": f"{threads} thr/block, " + describe_launch(shape)})
+    finally:
+        cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.MAX_THREADS_PER_ROW = defaults
     return rows
 
 

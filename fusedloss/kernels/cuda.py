@@ -49,15 +49,19 @@ MAX_BLOCKS = 8192
 # Rows are split into chunks when fewer than this many blocks would be busy: a few
 # blocks per multiprocessor on the largest GPUs (132 on an H100).
 MIN_BLOCKS = 1024
-# A chunk gives each thread of its block at least this many elements, so that the
+# A chunk gives each thread of its group at least this many elements, so that the
 # reduction at its end stays small next to the reading.
 MIN_COLUMNS_PER_THREAD = 8
+# The most threads that share one row (a power of two). By default a whole block;
+# lower, long rows are summed by several groups per block. Not tuned on hardware
+# yet: benchmarks/gpu/run_gpu.py times the choices.
+MAX_THREADS_PER_ROW = MAX_THREADS_PER_BLOCK
 
 
 class LaunchShape(NamedTuple):
     """How a ``(n_rows, n_columns)`` problem is spread over the GPU."""
 
-    threads_per_row: int  # a power of two, at most THREADS_PER_BLOCK
+    threads_per_row: int  # a power of two, at most THREADS_PER_BLOCK and MAX_THREADS_PER_ROW
     columns_per_chunk: int  # n_columns unless long rows are split
     chunks_per_row: int
     blocks: int
@@ -68,14 +72,18 @@ def launch_shape(n_rows, n_columns):
     threads = THREADS_PER_BLOCK
     if threads < 1 or threads > MAX_THREADS_PER_BLOCK or threads & (threads - 1):
         raise ValueError(f"THREADS_PER_BLOCK must be a power of two <= {MAX_THREADS_PER_BLOCK}, got {threads}")
-    threads_per_row = min(threads, 1 << (n_columns - 1).bit_length())
+    widest = min(threads, MAX_THREADS_PER_ROW)
+    if widest < 1 or widest & (widest - 1):
+        raise ValueError(f"MAX_THREADS_PER_ROW must be a power of two, got {MAX_THREADS_PER_ROW}")
+    threads_per_row = min(widest, 1 << (n_columns - 1).bit_length())
+    rows_per_block = threads // threads_per_row
     chunks = 1
-    if threads_per_row == threads and n_rows < MIN_BLOCKS:
-        chunks = min(-(-MIN_BLOCKS // n_rows), n_columns // (threads * MIN_COLUMNS_PER_THREAD))
+    if threads_per_row == widest and n_rows < MIN_BLOCKS * rows_per_block:
+        # Long rows, too few of them: split each so that MIN_BLOCKS blocks have work.
+        chunks = min(-(-MIN_BLOCKS * rows_per_block // n_rows), n_columns // (widest * MIN_COLUMNS_PER_THREAD))
         chunks = max(chunks, 1)
     columns_per_chunk = -(-n_columns // chunks)
     chunks = -(-n_columns // columns_per_chunk)  # no empty chunk at the end
-    rows_per_block = threads // threads_per_row
     blocks = min(-(-n_rows * chunks // rows_per_block), MAX_BLOCKS)
     return LaunchShape(threads_per_row, columns_per_chunk, chunks, blocks)
 

@@ -76,7 +76,13 @@ def test_report_table_timings_and_environment(simulated_run):
     assert environment["mode"].startswith("CUDA simulator") and environment["date"]
     fused = [row for row in report["timings"] if row["implementation"] == "fused (numba-cuda)"]
     assert fused and all(row["seconds"] > 0 and row["tb_per_s"] > 0 for row in fused)
-    assert {tuple(row["shape"]) for row in report["launch_shapes"]} == {(64, 1), (8, 8), (1, 64)}
+    assert [(tuple(row["shape"]), row["launch"]) for row in report["launch_shapes"] if row["loss"] == "huber"] == [
+        ((64, 1), "32 thr/block, 1 thr/row, 2 blocks"),
+        ((8, 8), "32 thr/block, 8 thr/row, 2 blocks"),
+        ((1, 64), "32 thr/block, 32 thr/row, 1 blocks"),
+        ((1, 64), "32 thr/block, 8 thr/row, 1 blocks"),  # capped at 8 threads per row
+    ]
+    assert all(row["seconds"] > 0 for row in report["launch_shapes"])
     assert all(row["passed"] for row in report["formulas"] if row["implementation"] == "NumPy formulas" and row["passed"] is not None)
     assert report["copy_bandwidth"]["tb_per_s"] > 0
     assert [row["tool"] for row in report["sanitizer"]] == ["memcheck", "racecheck"]

@@ -46,28 +46,42 @@ def test_launch_shape_with_default_constants(case):
     assert launch_shape(case.n_rows, case.n_columns) == case.shape
 
 
+@pytest.mark.parametrize(
+    "n_rows, n_columns, expected",
+    [
+        (100_000, 1000, LaunchShape(32, 1000, 1, 8192)),  # 8 rows per block, grid-stride
+        (4, 1_000_000, LaunchShape(32, 489, 2045, 1023)),  # split to fill 1024 blocks of 8 groups
+        (100_000, 5, LaunchShape(8, 5, 1, 3125)),  # short rows: unchanged
+    ],
+)
+def test_launch_shape_with_fewer_threads_per_row(monkeypatch, n_rows, n_columns, expected):
+    monkeypatch.setattr(cuda_kernels, "MAX_THREADS_PER_ROW", 32)
+    assert launch_shape(n_rows, n_columns) == expected
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     n_rows=st.integers(1, 10**7),
     n_columns=st.integers(1, 10**8),
     log2_threads=st.integers(0, 10),
+    log2_widest=st.integers(0, 10),
     min_blocks=st.integers(1, 4096),
 )
-def test_launch_shape_covers_every_column_once(n_rows, n_columns, log2_threads, min_blocks):
-    threads = 2**log2_threads
-    original = cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.MIN_BLOCKS
-    cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.MIN_BLOCKS = threads, min_blocks
+def test_launch_shape_covers_every_column_once(n_rows, n_columns, log2_threads, log2_widest, min_blocks):
+    threads, widest = 2**log2_threads, min(2**log2_threads, 2**log2_widest)
+    original = cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.MIN_BLOCKS, cuda_kernels.MAX_THREADS_PER_ROW
+    cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.MIN_BLOCKS, cuda_kernels.MAX_THREADS_PER_ROW = threads, min_blocks, widest
     try:
         shape = launch_shape(n_rows, n_columns)
     finally:
-        cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.MIN_BLOCKS = original
+        cuda_kernels.THREADS_PER_BLOCK, cuda_kernels.MIN_BLOCKS, cuda_kernels.MAX_THREADS_PER_ROW = original
     per_row = shape.threads_per_row
-    assert per_row & (per_row - 1) == 0 and min(n_columns, threads) <= per_row <= threads
+    assert per_row & (per_row - 1) == 0 and min(n_columns, widest) <= per_row <= widest
     # The chunks tile the row: none empty, none missing.
     assert (shape.chunks_per_row - 1) * shape.columns_per_chunk < n_columns <= shape.chunks_per_row * shape.columns_per_chunk
     if shape.chunks_per_row > 1:
-        assert per_row == threads and n_rows < min_blocks
-        assert shape.columns_per_chunk >= threads * cuda_kernels.MIN_COLUMNS_PER_THREAD
+        assert per_row == widest and n_rows < min_blocks * (threads // widest)
+        assert shape.columns_per_chunk >= widest * cuda_kernels.MIN_COLUMNS_PER_THREAD
     assert 1 <= shape.blocks <= cuda_kernels.MAX_BLOCKS
 
 
@@ -87,6 +101,7 @@ class Case(NamedTuple):
     threads_per_row: int
     chunks_per_row: int
     max_blocks: int = 64
+    max_threads_per_row: int = 1024
 
 
 # With 32 threads per block and MIN_BLOCKS = 4.
@@ -97,6 +112,8 @@ CASES = [
     Case("block-per-row", (3, 41), 32, 1),
     Case("split-rows", (2, 601), 32, 2),
     Case("grid-stride", (9, 5), 8, 1, 1),
+    # At most 8 threads per row: 4 groups per block, each summing a chunk of a row.
+    Case("narrow-groups-split", (3, 200), 8, 3, max_threads_per_row=8),
 ]
 DTYPES = [(np.float32, 2e-6, 1e-6), (np.float64, 1e-12, 1e-14)]
 
@@ -121,6 +138,7 @@ def poisoned(shape, dtype):
 @pytest.mark.parametrize("dtype, rtol, atol", DTYPES, ids=["float32", "float64"])
 def test_each_launch_shape_matches_reference_on_device_buffers(small_blocks, monkeypatch, case, dtype, rtol, atol):
     monkeypatch.setattr(cuda_kernels, "MAX_BLOCKS", case.max_blocks)
+    monkeypatch.setattr(cuda_kernels, "MAX_THREADS_PER_ROW", case.max_threads_per_row)
     n_rows = int(np.prod(case.shape[:-1]))
     picked = launch_shape(n_rows, case.shape[-1])
     assert (picked.threads_per_row, picked.chunks_per_row) == (case.threads_per_row, case.chunks_per_row)
