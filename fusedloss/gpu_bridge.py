@@ -15,18 +15,20 @@ Why this route:
 - ``tf.numpy_function`` always runs on the host: on a GPU, TensorFlow would copy
   every input to the host and every output back.
 - DLPack is TensorFlow's only public way to a tensor's device pointer. TensorFlow
-  hands out unversioned capsules and refuses the ``stream`` argument that DLPack
-  consumers such as numba's own launch path pass, so the capsule's ``DLTensor`` is
-  read here with ctypes (its layout has not changed since DLPack 0.2) and turned into
-  a ``__cuda_array_interface__``, which numba takes without copying. This needs
-  nothing beyond TensorFlow's and numba's public APIs, and runs on CPU tensors too,
+  hands out unversioned capsules and refuses any ``stream`` argument, which DLPack
+  consumers (cuda.core, under numba's own launch path) may pass; so the capsule's
+  ``DLTensor`` is read here with ctypes (its layout has not changed since DLPack 0.2)
+  and turned into a ``__cuda_array_interface__``, which numba takes without copying.
+  That uses only public TensorFlow and numba functions, and runs on CPU tensors too,
   which is how it is tested without a GPU.
 - Outputs allocated by TensorFlow come out of TensorFlow's own memory pool, which by
   default holds nearly all of the GPU's memory: numba allocates nothing on this path
   (except a few kilobytes when rows are split, see ``kernels.cuda``), so TensorFlow's
-  memory settings need no change. Output memory handed out by TensorFlow from its
-  own memory, with TensorFlow's own lifetime rules, is also never shared with another
-  framework's allocator.
+  memory settings need no change, and no buffer ever passes from one framework's
+  allocator to the other's.
+- TensorFlow and numba both work in the device's primary CUDA context, so
+  TensorFlow's pointers are valid in numba's kernels (``fusedloss.selfcheck`` checks
+  it on a real GPU).
 
 Stream ordering: TensorFlow does not expose its CUDA streams, and the kernel runs on
 numba's stream. So the device is synchronised (``cuda.synchronize``: every stream
