@@ -8,6 +8,9 @@ and skips even that when the upstream is exactly 1.
 
 Inside an XLA-compiled function, where ``tf.numpy_function`` cannot run, the same
 math is computed with TensorFlow ops instead (XLA fuses them itself).
+
+Tensors on a GPU take ``gpu_bridge.forward`` instead of ``tf.numpy_function``: the
+CUDA kernel then runs on TensorFlow's device buffers without host copies.
 """
 
 import functools
@@ -15,6 +18,7 @@ import math
 
 import tensorflow as tf
 
+from . import gpu_bridge
 from .backends import kernels as backend_kernels
 from .buffers import pool
 
@@ -111,9 +115,10 @@ def _run_kernel(loss_name, params, with_grad, y_true, y_pred):
     """Host side of ``tf.numpy_function``: run one fused kernel into pooled buffers.
 
     ``y_true``/``y_pred`` may be views of TensorFlow's memory: they are only read.
-    Returns ``[loss, grad]``, or ``[loss]`` from the loss-only kernel.
+    Returns ``[loss, grad]``, or ``[loss]`` from the loss-only kernel. Host arrays run
+    the CPU kernels unless ``FUSEDLOSS_BACKEND=cuda``.
     """
-    launcher = getattr(backend_kernels(), loss_name)
+    launcher = getattr(backend_kernels("CPU"), loss_name)
     dtype = y_pred.dtype
     loss_out = pool.take(y_pred.shape[:-1], dtype)
     grad_out = pool.take(y_pred.shape, dtype) if with_grad else None
@@ -122,18 +127,23 @@ def _run_kernel(loss_name, params, with_grad, y_true, y_pred):
 
 
 def _call_kernel(loss_name, params, with_grad, y_true, y_pred):
-    """``tf.numpy_function`` around ``_run_kernel``, with static output shapes."""
-    outputs = tf.numpy_function(
-        functools.partial(_run_kernel, loss_name, params, with_grad),
-        [y_true, y_pred],
-        [y_pred.dtype] * (2 if with_grad else 1),
-        stateful=False,
-        name=f"fused_{loss_name}",
-    )
-    if not with_grad:  # numpy_function returns a lone output as a tensor, not a list
-        outputs = [outputs] if isinstance(outputs, tf.Tensor) else list(outputs)
+    """The kernel as a TF op, with static output shapes: on the tensors' GPU through
+    ``gpu_bridge`` (which always computes the gradient), else ``tf.numpy_function``
+    around ``_run_kernel`` on the host."""
+    if gpu_bridge.wanted(y_pred):
+        outputs = list(gpu_bridge.forward(loss_name, params, y_true, y_pred))
+    else:
+        outputs = tf.numpy_function(
+            functools.partial(_run_kernel, loss_name, params, with_grad),
+            [y_true, y_pred],
+            [y_pred.dtype] * (2 if with_grad else 1),
+            stateful=False,
+            name=f"fused_{loss_name}",
+        )
+        if not with_grad:  # numpy_function returns a lone output as a tensor, not a list
+            outputs = [outputs] if isinstance(outputs, tf.Tensor) else list(outputs)
     outputs[0].set_shape(y_pred.shape[:-1])
-    if with_grad:
+    if len(outputs) > 1:
         outputs[1].set_shape(y_pred.shape)
     return outputs
 
@@ -174,7 +184,7 @@ def fused_loss(loss_name, y_true, y_pred, params):
         outputs = _call_kernel(*kernel, with_grad, *computed)
 
         def backward(upstream):
-            grad = outputs[1] if with_grad else _call_kernel(*kernel, True, *computed)[1]
+            grad = outputs[1] if len(outputs) > 1 else _call_kernel(*kernel, True, *computed)[1]
             return None, tf.cast(rescale(upstream, grad), y_pred.dtype)
 
         return tf.cast(outputs[0], y_pred.dtype), backward
