@@ -154,8 +154,9 @@ def _row_example_arguments(make_params):
 PTX_KERNELS = {"huber": (_huber_kernels, _row_example_arguments(lambda dtype: (dtype.type(1.0),)))}
 
 
-def compile_all_ptx(cc=(8, 0)):
-    """Compile every kernel for float32 and float64 to PTX, without needing a GPU.
+def compile_all_ptx(cc=(8, 0), names=None):
+    """Compile every kernel (or those of the losses in ``names``) for float32 and
+    float64 to PTX, without needing a GPU.
 
     Returns ``{(name, dtype_name, with_grad): ptx}``. Needs NVVM (the CUDA toolkit or
     ``numba-cuda[cu12|cu13]``), not a device; raises what numba raises otherwise.
@@ -163,6 +164,8 @@ def compile_all_ptx(cc=(8, 0)):
     compiled = {}
     with _device_functions_compiled_for(cc):
         for name, (kernels, make_arguments) in PTX_KERNELS.items():
+            if names is not None and name not in names:
+                continue
             for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
                 for with_grad, kernel in zip((True, False), kernels):
                     args = make_arguments(dtype, with_grad)
