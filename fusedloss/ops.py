@@ -107,19 +107,29 @@ def _run_kernel(loss_name, params, reduced_axes, y_true, y_pred):
     return loss, grad
 
 
+def _scale_saved_grad(upstream, saved_grad):
+    """Host side of the backward pass: the product goes into a pooled buffer."""
+    from .kernels import cpu
+
+    return cpu.scale_rows(upstream, saved_grad, out=pool.take(saved_grad.shape, saved_grad.dtype))
+
+
 def rescale(upstream, saved_grad):
     """``upstream[..., None, ...] * saved_grad``, or ``saved_grad`` itself when every
-    upstream value is exactly 1 (``tape.gradient`` of an unreduced loss)."""
+    upstream value is exactly 1 (``tape.gradient`` of an unreduced loss).
+
+    The product is a kernel writing into a pooled buffer, not a TensorFlow multiply:
+    TensorFlow's fresh output for every step cost more than the whole fused forward
+    (page faults; 150 ms for 1e5 x 2 x 128 float32 against 37 ms for the kernel).
+    """
     upstream = tf.cast(upstream, saved_grad.dtype)
-    expanded = tf.reshape(
-        upstream,
-        tf.concat([tf.shape(upstream), tf.ones([saved_grad.shape.rank - upstream.shape.rank], tf.int32)], 0),
-    )
-    return tf.cond(
-        tf.reduce_all(tf.equal(upstream, 1)),
-        lambda: tf.identity(saved_grad),
-        lambda: expanded * saved_grad,
-    )
+
+    def scaled():
+        product = tf.numpy_function(_scale_saved_grad, [upstream, saved_grad], saved_grad.dtype, stateful=False)
+        product.set_shape(saved_grad.shape)
+        return product
+
+    return tf.cond(tf.reduce_all(tf.equal(upstream, 1)), lambda: tf.identity(saved_grad), scaled)
 
 
 def fused_loss(loss_name, y_true, y_pred, params, reduced_axes=1):

@@ -36,7 +36,15 @@ def _row_kernel(elementwise):
         n_rows, n_columns = y_pred.shape
         zero = inv_n - inv_n  # 0 in the arrays' dtype, so sums stay in that dtype
         n_chunks = (n_columns + COLUMNS_PER_TASK - 1) // COLUMNS_PER_TASK
-        if n_chunks <= 1:
+        if n_columns == 1:
+            # (batch, 1), the usual shape of a Keras target: one loop over every element,
+            # which LLVM vectorises (it cannot vectorise the row loop below).
+            for row in prange(n_rows):
+                value, slope = element(y_true[row, 0], y_pred[row, 0], 0, params)
+                loss_out[row] = value
+                if grad_out is not None:
+                    grad_out[row, 0] = slope
+        elif n_chunks <= 1:
             for row in prange(n_rows):
                 total = zero
                 for column in range(n_columns):
@@ -201,3 +209,44 @@ def embedding_contrastive(y_true, pairs, margin=1.0, *, with_grad=True, loss_out
     """
     params = (float(margin),)
     return run_pairs(_embedding_contrastive_pairs, y_true, pairs, params, with_grad, loss_out, grad_out)
+
+
+# ---------------------------------------------------------------------------------
+# The backward pass of every fused loss: the saved gradient times the upstream one.
+
+
+@njit(parallel=True, error_model="numpy")
+def _scale_rows(factors, grad, out):
+    n_rows, n_columns = grad.shape
+    if n_columns == 1:
+        for row in prange(n_rows):  # one loop over all elements, so that it vectorises
+            out[row, 0] = factors[row] * grad[row, 0]
+    else:
+        for row in prange(n_rows):
+            factor = factors[row]
+            for column in range(n_columns):
+                out[row, column] = factor * grad[row, column]
+
+
+def scale_rows(factors, grad, out=None):
+    """``factors[..., None, ...] * grad`` into ``out``: ``factors`` has the shape of
+    ``grad``'s leading axes (a loss's shape), one factor per loss element.
+
+    The bridge's backward pass. Written here rather than as a TensorFlow multiply
+    because TensorFlow allocates a fresh output for every step, and on these machines
+    the first write to fresh memory costs several times the multiply itself; ``out``
+    can be a reused buffer.
+    """
+    if grad.shape[: factors.ndim] != factors.shape or factors.dtype != grad.dtype:
+        raise ValueError(
+            f"factors must have grad's leading shape and dtype, got factors {factors.shape} {factors.dtype} "
+            f"and grad {grad.shape} {grad.dtype}"
+        )
+    if out is None:
+        out = np.empty(grad.shape, grad.dtype)
+    check_output("out", out, grad.shape, grad.dtype)
+    n_rows = factors.size
+    if n_rows and grad.size:
+        rows = (n_rows, grad.size // n_rows)
+        _scale_rows(np.ascontiguousarray(factors).reshape(n_rows), np.ascontiguousarray(grad).reshape(rows), out.reshape(rows))
+    return out

@@ -20,7 +20,8 @@ class Case(NamedTuple):
 
 DISTANCE_CASES = (
     Case((7,), np.float32, 1e-6, 1e-7),
-    Case((5, 1), np.float32, 1e-6, 1e-7),
+    Case((5, 1), np.float32, 1e-6, 1e-7),  # (batch, 1): the row kernel's one-column loop
+    Case((100003, 1), np.float64, 1e-13, 1e-15),
     Case((41, 401), np.float32, 1e-5, 1e-7),
     Case((3, 4, 5), np.float64, 1e-13, 1e-15),
     Case((41, 401), np.float64, 1e-12, 1e-15),
