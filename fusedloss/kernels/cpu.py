@@ -38,7 +38,8 @@ def _row_kernel(elementwise):
         n_chunks = (n_columns + COLUMNS_PER_TASK - 1) // COLUMNS_PER_TASK
         if n_columns == 1:
             # (batch, 1), the usual shape of a Keras target: one loop over every element,
-            # which LLVM vectorises (it cannot vectorise the row loop below).
+            # which LLVM vectorises (it cannot vectorise the row loop below). The mean
+            # of one value is the value: inv_n is 1.
             for row in prange(n_rows):
                 value, slope = element(y_true[row, 0], y_pred[row, 0], 0, params)
                 loss_out[row] = value

@@ -50,15 +50,15 @@ def contrastive(label, distance, column, params):
         dloss/dd = 2 * label * d - 2 * (1 - label) * max(margin - d, 0)
 
     The squared hinge is continuously differentiable at ``d = margin``, so there is
-    no kink to choose a slope for. A NaN distance gives NaN (TensorFlow's ``maximum``
-    propagates NaN too, which ``max(margin - d, 0)`` written as a comparison keeps).
-    ``(label * d) * d`` is 0 for a dissimilar pair even where ``d**2`` overflows, as
-    long as nothing reorders the product.
+    no kink to choose a slope for. A NaN distance gives NaN, as TensorFlow's
+    ``maximum`` does: the hinge is clamped by a comparison that NaN fails. Writing
+    ``(label * d) * d`` keeps a dissimilar pair's loss 0 even where ``d**2``
+    overflows, as long as the compiler does not reorder the product.
     """
     margin = params[0]
     hinge = margin - distance
     if hinge < 0:
-        hinge = hinge - hinge  # 0 in the argument's type, and NaN stays NaN above
+        hinge = hinge - hinge  # 0, in the arguments' type
     # d/dd label d^2 = 2 label d ; d/dd (1 - label) (margin - d)^2 = -2 (1 - label) (margin - d)
     dissimilar = 1 - label
     return (
@@ -89,7 +89,7 @@ def pair_distance(squared_distance, pairs, pair):
     direction (and with it the gradient) is 0 there: the choice of subgradient for
     the cone ``(margin - ||a - b||)**2`` that has no derivative at ``a = b``.
 
-    A NaN sum skips the rescaling (both comparisons are False) and gives NaN.
+    A NaN sum gives NaN for all three.
     """
     if squared_distance >= SAFE_MIN_SQUARED and squared_distance <= SAFE_MAX_SQUARED:
         distance = math.sqrt(squared_distance)
