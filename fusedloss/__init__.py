@@ -5,9 +5,17 @@ differentiable) and ``backend()``.
 """
 
 from .backends import backend
-from .losses import Huber
-from .ops import huber
+from .losses import ContrastiveLoss, EmbeddingContrastiveLoss, Huber
+from .ops import contrastive, embedding_contrastive, huber
 
 __version__ = "0.1.0"
 
-__all__ = ["Huber", "backend", "huber"]
+__all__ = [
+    "ContrastiveLoss",
+    "EmbeddingContrastiveLoss",
+    "Huber",
+    "backend",
+    "contrastive",
+    "embedding_contrastive",
+    "huber",
+]
