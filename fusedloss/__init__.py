@@ -5,9 +5,19 @@ differentiable) and ``backend()``.
 """
 
 from .backends import backend
-from .losses import Huber, WeightedSigmoidCrossEntropy
-from .ops import huber, weighted_sigmoid_cross_entropy
+from .losses import ContrastiveLoss, EmbeddingContrastiveLoss, Huber, WeightedSigmoidCrossEntropy
+from .ops import contrastive, embedding_contrastive, huber, weighted_sigmoid_cross_entropy
 
 __version__ = "0.1.0"
 
-__all__ = ["Huber", "WeightedSigmoidCrossEntropy", "backend", "huber", "weighted_sigmoid_cross_entropy"]
+__all__ = [
+    "ContrastiveLoss",
+    "EmbeddingContrastiveLoss",
+    "Huber",
+    "WeightedSigmoidCrossEntropy",
+    "backend",
+    "contrastive",
+    "embedding_contrastive",
+    "huber",
+    "weighted_sigmoid_cross_entropy",
+]

@@ -16,29 +16,58 @@ def row_layout(y_true, y_pred):
     naming the dtype when the prediction is not float32 or float64 (the bridge casts
     half precision to float32 before it gets here).
     """
-    if y_true.shape != y_pred.shape:
+    # tuple(): the simulator's device arrays refuse negative indices into their shape.
+    shape = tuple(y_pred.shape)
+    if tuple(y_true.shape) != shape:
         raise ValueError(
             f"y_true and y_pred must have the same shape, got y_true {tuple(y_true.shape)} "
             f"and y_pred {tuple(y_pred.shape)}"
         )
-    if len(y_pred.shape) == 0:
+    if len(shape) == 0:
         raise ValueError("y_pred must have rank >= 1 (the loss averages the last axis), got a scalar")
     if np.dtype(y_pred.dtype) not in SUPPORTED_DTYPES:
         raise TypeError(f"y_pred must be float32 or float64, got {np.dtype(y_pred.dtype)}")
     if y_true.dtype != y_pred.dtype:
         raise TypeError(f"y_true must have y_pred's dtype {y_pred.dtype}, got {y_true.dtype}")
-    loss_shape = tuple(y_pred.shape[:-1])
-    n_columns = int(y_pred.shape[-1])
+    loss_shape = shape[:-1]
+    n_columns = int(shape[-1])
     return loss_shape, int(np.prod(loss_shape, dtype=np.int64)), n_columns
 
 
 def check_output(name, out, shape, dtype):
     """Raise ``ValueError`` unless a caller-supplied output buffer fits exactly."""
-    if out.shape != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous:
+    # NumPy arrays say it in flags; numba device arrays through a method.
+    contiguous = out.flags.c_contiguous if isinstance(out, np.ndarray) else out.is_c_contiguous()
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype or not contiguous:
         raise ValueError(
             f"{name} must be C-contiguous with shape {tuple(shape)} and dtype {dtype}, "
             f"got {tuple(out.shape)} {out.dtype}"
         )
+
+
+def pair_layout(y_true, pairs):
+    """Check labels and stacked embedding pairs; return ``(n_pairs, dim)``.
+
+    ``pairs`` must have shape ``(batch, 2, dim)`` and ``y_true`` shape ``(batch,)`` or
+    ``(batch, 1)``, both float32 or both float64. Raises ``ValueError`` naming both
+    shapes otherwise (``TypeError`` for dtypes, as ``row_layout`` does).
+    """
+    if len(pairs.shape) != 3 or pairs.shape[1] != 2:
+        raise ValueError(
+            f"pairs must have shape (batch, 2, dim): the two embeddings of each pair stacked "
+            f"on axis 1, got {tuple(pairs.shape)}"
+        )
+    n_pairs = int(pairs.shape[0])
+    if tuple(y_true.shape) not in ((n_pairs,), (n_pairs, 1)):
+        raise ValueError(
+            f"y_true must have shape ({n_pairs},) or ({n_pairs}, 1), one label per pair, got "
+            f"y_true {tuple(y_true.shape)} and pairs {tuple(pairs.shape)}"
+        )
+    if np.dtype(pairs.dtype) not in SUPPORTED_DTYPES:
+        raise TypeError(f"pairs must be float32 or float64, got {np.dtype(pairs.dtype)}")
+    if y_true.dtype != pairs.dtype:
+        raise TypeError(f"y_true must have the pairs' dtype {pairs.dtype}, got {y_true.dtype}")
+    return n_pairs, int(pairs.shape[2])
 
 
 def per_class_parameter(name, value, y_pred):

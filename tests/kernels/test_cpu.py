@@ -148,3 +148,11 @@ def test_huber_property_matches_reference(data, shape, delta):
     want_loss, want_grad = reference.huber(y_true, y_pred, delta)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-12)
+
+
+def test_openmp_threading_layer_is_preferred():
+    import numba
+
+    cpu.huber(*random_pair((4, 4), np.float32))
+    assert numba.config.THREADING_LAYER_PRIORITY[0] == "omp"
+    assert numba.threading_layer() == "omp"  # the OpenMP layer ships in numba wheels
