@@ -1,13 +1,14 @@
 """fusedloss: loss and gradient in one pass, as drop-in Keras losses.
 
 Public API: the Keras loss classes, their functional forms (per-sample losses,
-differentiable) and ``backend()``.
+differentiable), ``backend()`` and the size below which losses run as TensorFlow ops
+(``min_fused_size()``, ``set_min_fused_size(n)``).
 """
 
-from .backend import backend
+from .backend import backend, min_fused_size, set_min_fused_size
 from .losses import Huber
 from .ops import huber
 
 __version__ = "0.1.0"
 
-__all__ = ["Huber", "backend", "huber"]
+__all__ = ["Huber", "backend", "huber", "min_fused_size", "set_min_fused_size"]

@@ -6,16 +6,20 @@ calls one fused kernel through ``tf.numpy_function`` that writes the loss *and* 
 gradient; its backward only rescales that saved gradient by the upstream gradient,
 and skips even that when the upstream is exactly 1.
 
-Inside an XLA-compiled function, where ``tf.numpy_function`` cannot run, the same
-math is computed with TensorFlow ops instead (XLA fuses them itself).
+Inside an XLA-compiled function, where ``tf.numpy_function`` cannot run, and for
+inputs below ``backend.min_fused_size()`` elements, where the bridge's fixed cost
+exceeds what fusing saves, the same math is computed with TensorFlow ops instead
+(``dispatch``).
 """
 
 import functools
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from .backend import kernels as backend_kernels
+from .backend import min_fused_size
 from .buffers import pool
 
 
@@ -107,19 +111,29 @@ def _run_kernel(loss_name, params, y_true, y_pred):
     return loss, grad
 
 
+def _scaled_gradient(upstream, saved_grad):
+    """Host side of ``rescale``. The product goes into a pooled buffer because a fresh
+    TensorFlow tensor of 32 MB or more is a fresh mmap (glibc's largest malloc
+    threshold) whose page faults cost ~10x the multiply on these machines."""
+    if np.all(upstream == 1):
+        return saved_grad
+    scaled = pool.take(saved_grad.shape, saved_grad.dtype)
+    np.multiply(upstream.reshape(upstream.shape + (1,) * (saved_grad.ndim - upstream.ndim)), saved_grad, out=scaled)
+    return scaled
+
+
 def rescale(upstream, saved_grad):
     """``upstream[..., None, ...] * saved_grad``, or ``saved_grad`` itself when every
     upstream value is exactly 1 (``tape.gradient`` of an unreduced loss)."""
-    upstream = tf.cast(upstream, saved_grad.dtype)
-    expanded = tf.reshape(
-        upstream,
-        tf.concat([tf.shape(upstream), tf.ones([saved_grad.shape.rank - upstream.shape.rank], tf.int32)], 0),
+    scaled = tf.numpy_function(
+        _scaled_gradient,
+        [tf.cast(upstream, saved_grad.dtype), saved_grad],
+        saved_grad.dtype,
+        stateful=False,
+        name="fused_rescale",
     )
-    return tf.cond(
-        tf.reduce_all(tf.equal(upstream, 1)),
-        lambda: tf.identity(saved_grad),
-        lambda: expanded * saved_grad,
-    )
+    scaled.set_shape(saved_grad.shape)
+    return scaled
 
 
 def fused_loss(loss_name, y_true, y_pred, params):
@@ -147,6 +161,30 @@ def fused_loss(loss_name, y_true, y_pred, params):
         return tf.cast(loss, y_pred.dtype), backward
 
     return loss_and_saved_grad(y_true, y_pred)
+
+
+def dispatch(loss_name, y_true, y_pred, params, composite):
+    """``fused_loss(loss_name, ...)``, or ``composite(y_true, y_pred)`` (the same math as
+    TensorFlow ops, with the same values and gradients) where the kernel cannot run or
+    would be slower: inside XLA, and below ``min_fused_size()`` elements of ``y_pred``.
+
+    The size is read from the static shape when the known dimensions decide it (all
+    known, or already >= the threshold); otherwise, as in a Keras train step traced with
+    an unknown batch size, a ``tf.cond`` on the runtime size picks the branch per call.
+    """
+    if _in_xla_context():
+        return composite(y_true, y_pred)
+    threshold = min_fused_size()
+    known_size = 0 if y_pred.shape.rank is None else math.prod(dim for dim in y_pred.shape if dim is not None)
+    if known_size >= threshold:
+        return fused_loss(loss_name, y_true, y_pred, params)
+    if y_pred.shape.is_fully_defined():
+        return composite(y_true, y_pred)
+    return tf.cond(
+        tf.size(y_pred, out_type=tf.int64) >= threshold,
+        lambda: fused_loss(loss_name, y_true, y_pred, params),
+        lambda: composite(y_true, y_pred),
+    )
 
 
 # ---------------------------------------------------------------------------------
@@ -184,6 +222,4 @@ def huber(y_true, y_pred, delta=1.0):
     """
     delta = check_parameter("delta", delta)
     y_true, y_pred = prepare(y_true, y_pred)
-    if _in_xla_context():
-        return _huber_composite(y_true, y_pred, delta)
-    return fused_loss("huber", y_true, y_pred, (delta,))
+    return dispatch("huber", y_true, y_pred, (delta,), functools.partial(_huber_composite, delta=delta))
