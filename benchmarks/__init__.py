@@ -7,8 +7,11 @@ Markdown table and a plot to ``results/``. ``pytest benchmarks`` runs the same s
 
 import os
 
-# Before TensorFlow or fusedloss is imported: this suite measures the CPU. TensorFlow
-# must not place the native ops on a GPU, nor fusedloss pick its CUDA kernels.
-os.environ["FUSEDLOSS_BACKEND"] = "cpu"
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+def use_cpu_only():
+    """This suite measures the CPU: TensorFlow must not place the native ops on a GPU,
+    nor fusedloss pick its CUDA kernels. Effective only before either is imported, so
+    the suite's entry points call it first; importing the package changes nothing."""
+    os.environ["FUSEDLOSS_BACKEND"] = "cpu"
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

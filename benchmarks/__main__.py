@@ -18,9 +18,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import pytest
+from . import use_cpu_only
 
-from . import report
+use_cpu_only()
+
+import pytest  # noqa: E402
 
 SUITE = Path(__file__).resolve().parent
 
@@ -89,9 +91,10 @@ def parse_arguments(argv):
 
 
 def main(argv=None):
+    arguments = parse_arguments(argv)
     from rich.console import Console
 
-    arguments = parse_arguments(argv)
+    from . import report  # TensorFlow comes with it: not for --help
     console = Console()
     console.width = max(console.width, 150)  # the table's 15 columns, also when piped
     arguments.output.mkdir(parents=True, exist_ok=True)
@@ -120,7 +123,8 @@ def main(argv=None):
         console.rule(f"[red]FAILED {nodeid} ({when})")
         console.print(text, markup=False, highlight=False)
     if plugin.passed and json_path.exists():
-        report.write(json_path, arguments.output / f"{arguments.mode}.md", arguments.output / f"{arguments.mode}.png", console)
+        stem = arguments.output / arguments.mode
+        report.write(json_path, stem.with_suffix(".md"), stem.with_suffix(".png"), console, timed=arguments.mode != "smoke")
     if plugin.failures:
         console.print(f"[bold red]{len(plugin.failures)} failed[/], {plugin.passed} passed")
     elif exit_code not in (0, pytest.ExitCode.NO_TESTS_COLLECTED):

@@ -2,11 +2,15 @@
 
 from typing import NamedTuple
 
-import pytest
+from . import use_cpu_only
 
-from . import machine
-from .providers import MODES, PROVIDERS
-from .specs import LOSSES, LOSSES_BY_NAME, RUN_MODES, WORKLOADS, missing_parts
+use_cpu_only()
+
+import pytest  # noqa: E402
+
+from . import machine  # noqa: E402
+from .providers import MODES, PROVIDERS  # noqa: E402
+from .specs import LOSSES, LOSSES_BY_NAME, RUN_MODES, WORKLOADS, missing_parts  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -84,7 +88,7 @@ def run_mode(pytestconfig):
 def bandwidth(run_mode):
     """``(bytes per second, how measured)``, once per run."""
     if run_mode.name == "smoke":
-        return machine.measure_bandwidth(nbytes=16 * 2**20, repeats=2)
+        return machine.measure_bandwidth(nbytes=16 * 2**20, repeats=2, parallel=False)
     return machine.measure_bandwidth()
 
 

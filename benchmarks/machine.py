@@ -20,18 +20,20 @@ def _parallel_copy():
     return copy
 
 
-def measure_bandwidth(nbytes=256 * 2**20, repeats=10):
+def measure_bandwidth(nbytes=256 * 2**20, repeats=10, parallel=True):
     """Best-of-``repeats`` memory bandwidth in bytes/s: ``2 * nbytes`` (read and write)
     over the fastest copy of ``nbytes``, by NumPy (one thread) or by a parallel numba
     loop (every core), whichever is faster: the floor must be one no kernel can beat.
 
-    Returns ``(bandwidth, how)`` where ``how`` names the winning copy.
+    Returns ``(bandwidth, how)`` where ``how`` names the winning copy. ``parallel=False``
+    skips numba's copy and its compilation.
     """
     source = np.ones(nbytes // 4, np.float32)
     destination = np.zeros_like(source)  # touched: no page faults in the timing
     copies = {"numpy copy": lambda: np.copyto(destination, source)}
-    parallel_copy = _parallel_copy()
-    copies["numba parallel copy"] = lambda: parallel_copy(source, destination)
+    if parallel:
+        parallel_copy = _parallel_copy()
+        copies["numba parallel copy"] = lambda: parallel_copy(source, destination)
     best = {}
     for name, copy in copies.items():
         copy()

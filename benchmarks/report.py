@@ -177,7 +177,7 @@ def targets(results):
     return lines
 
 
-def markdown(results, data):
+def markdown(results, data, timed=True):
     info = data["benchmarks"][0]["extra_info"] if data["benchmarks"] else {}
     versions = ", ".join(f"{name} {version}" for name, version in info.get("versions", {}).items())
     lines = [
@@ -192,6 +192,8 @@ def markdown(results, data):
         "|" + "|".join("---" if i < 3 or column == "path" else "---:" for i, column in enumerate(COLUMNS)) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
+    if not timed:
+        return "\n".join(lines + ["", "Smoke run: one cold round per case; the times are not measurements."]) + "\n"
     lines += ["", "Crossover (bridge vs native tf.function):", ""]
     lines += [f"- {op} {mode}: {text}" for (op, mode), text in crossovers(results).items()]
     lines += ["", "Targets (1e7 elements, forward+backward):", ""]
@@ -235,6 +237,13 @@ def plot(results, png_path):
             )
             if points:
                 speed_axis.plot(*zip(*points), marker="o", markersize=3, label=f"vs {native}")
+        bridge_points = sorted(
+            (_bridge(row).size, row["tf-function"].median_s / _bridge(row).median_s)
+            for row in groups.values()
+            if _bridge(row) is not None and "tf-function" in row
+        )
+        if bridge_points:
+            speed_axis.plot(*zip(*bridge_points), linestyle="--", color="grey", label="bridge vs tf-function")
         speed_axis.axhline(1.0, color="black", linewidth=0.8)
         speed_axis.set(xscale="log", yscale="log", xlabel="elements of y_pred", ylabel="fusedloss speed-up")
         speed_axis.grid(True, which="both", alpha=0.3)
@@ -244,7 +253,10 @@ def plot(results, png_path):
     plt.close(figure)
 
 
-def write(json_path, markdown_path, png_path, console):
+def write(json_path, markdown_path, png_path, console, timed=True):
+    """Print the tables and write the Markdown and the plot. ``timed=False`` (a smoke
+    run: one cold round per case) leaves out crossovers, targets and flags, which would
+    only report noise."""
     from rich.table import Table
 
     results, data = load(json_path)
@@ -255,6 +267,12 @@ def write(json_path, markdown_path, png_path, console):
             if row[0] == op:
                 table.add_row(*row[1:])
         console.print(table)
+    if not timed:
+        markdown_path.write_text(markdown(results, data, timed=False), encoding="utf-8")
+        plot(results, png_path)
+        console.print("smoke run: every provider checked against the reference; one cold round each, times are not measurements")
+        console.print(f"wrote {json_path}, {markdown_path}, {png_path}")
+        return
     for (op, mode), text in crossovers(results).items():
         console.print(f"crossover {op} {mode}: {text}")
     for line in targets(results):
