@@ -5,9 +5,9 @@ writes to ``DIR`` (default ``results/``): ``<mode>.json`` (pytest-benchmark's JS
 round's time included), ``<mode>.md`` (the table, crossovers and targets) and
 ``<mode>.png`` (time and speed-up against size, one panel per loss).
 
-Modes: the default runs every size from 1e3 to 1e7 elements and the three workloads
-(~10 minutes on 2 cores); ``--quick`` one size per decade with a smaller timing budget
-(under 2 minutes); ``--smoke`` one tiny size, one round per case: every provider's
+Modes: the default runs every size from 1e3 to 1e7 elements (two per decade) and the
+three workloads (~10 minutes on 2 cores); ``--quick`` the sizes 1e3, 1e5, 1e6 and 1e7
+with a smaller timing budget and no workloads (under 2 minutes); ``--smoke`` one tiny size, one round per case: every provider's
 correctness is checked, nothing meaningful is timed (for CI, a few seconds after
 numba's compilation).
 

@@ -195,7 +195,7 @@ class RunMode(NamedTuple):
 RUN_MODES = {
     "smoke": RunMode("smoke", (2_000,), workloads=False, seconds_per_case=0.0, min_rounds=1, max_rounds=1),
     "quick": RunMode(
-        "quick", (1_000, 100_000, 1_000_000, 10_000_000), workloads=True, seconds_per_case=0.05,
+        "quick", (1_000, 100_000, 1_000_000, 10_000_000), workloads=False, seconds_per_case=0.05,
         min_rounds=3, max_rounds=100,
     ),
     "full": RunMode(

@@ -71,10 +71,12 @@ def kernels():
 # When the fused kernel is worth its call
 
 # Below this many elements of y_pred, TensorFlow's own ops beat the bridge: its fixed
-# cost per forward+backward (~170 us on a 2-core CPU, numpy_function and the Python
-# call included) exceeds what one fused pass saves. Measured with `python -m
-# benchmarks` (the crossover of "bridge" and "tf-function"); see the README.
-DEFAULT_MIN_FUSED_SIZE = 200_000
+# cost per call (numpy_function hand-offs, the Python launcher; ~0.2 ms on a quiet
+# 2-core CPU, more on a loaded one) exceeds what one fused pass saves. `python -m
+# benchmarks` reports the crossover of "bridge" and "tf-function" per loss; on the
+# 2-core CPU it was 1e4..6e4 elements for Huber, so 1e5 keeps every measured loss at
+# least as fast as native tf.function with a margin for noisier machines.
+DEFAULT_MIN_FUSED_SIZE = 100_000
 
 _min_fused_size_override = None
 

@@ -122,9 +122,22 @@ def _scaled_gradient(upstream, saved_grad):
     return scaled
 
 
+def _known_to_be_ones(upstream):
+    """True when the graph itself says every upstream value is 1: ``tape.gradient`` of
+    an unreduced loss seeds it with a constant (static shape) or a ``Fill`` of 1."""
+    value = tf.get_static_value(upstream)
+    if value is not None:
+        return bool(np.all(value == 1))
+    op = getattr(upstream, "op", None)
+    return op is not None and op.type == "Fill" and tf.get_static_value(op.inputs[1]) == 1
+
+
 def rescale(upstream, saved_grad):
     """``upstream[..., None, ...] * saved_grad``, or ``saved_grad`` itself when every
-    upstream value is exactly 1 (``tape.gradient`` of an unreduced loss)."""
+    upstream value is exactly 1 (``tape.gradient`` of an unreduced loss): decided when
+    tracing where the graph shows it, else per call."""
+    if _known_to_be_ones(upstream):
+        return saved_grad
     scaled = tf.numpy_function(
         _scaled_gradient,
         [tf.cast(upstream, saved_grad.dtype), saved_grad],

@@ -126,8 +126,12 @@ def test_threshold_is_read_when_tracing(launches):
     assert launches() == 2
 
 
+def _graph_ops(function, *specs):
+    return [op.type for op in function.get_concrete_function(*specs).graph.get_operations()]
+
+
 def _graph_op_types(function, *specs):
-    return {op.type for op in function.get_concrete_function(*specs).graph.get_operations()}
+    return set(_graph_ops(function, *specs))
 
 
 def test_unknown_batch_dispatches_at_run_time_in_one_trace(launches):
@@ -273,3 +277,25 @@ def test_upstream_nan_propagates_like_tensorflow():
     saved = tf.constant(np.ones((2, 3), np.float32))
     scaled = tf.function(ops.rescale)(tf.constant([np.nan, 1.5], tf.float32), saved)
     np.testing.assert_array_equal(scaled, [[np.nan] * 3, [1.5] * 3])
+
+
+@pytest.mark.parametrize("batch_known", [True, False], ids=["static-batch", "dynamic-batch"])
+def test_unit_upstream_seen_in_the_graph_needs_no_rescale(batch_known):
+    spec = tf.TensorSpec([4 if batch_known else None, 9], tf.float32)
+    fusedloss.set_min_fused_size(0)
+
+    def gradient(y_true, y_pred, reduce):
+        with tf.GradientTape() as tape:
+            tape.watch(y_pred)
+            loss = fusedloss.huber(y_true, y_pred)
+            objective = tf.reduce_mean(loss) if reduce else loss
+        return tape.gradient(objective, y_pred)
+
+    unreduced = _graph_ops(tf.function(functools.partial(gradient, reduce=False)), spec, spec)
+    reduced = _graph_ops(tf.function(functools.partial(gradient, reduce=True)), spec, spec)
+    assert unreduced.count("PyFuncStateless") == 1  # the forward's kernel only
+    assert reduced.count("PyFuncStateless") == 2  # and the rescale
+    y_true, y_pred = _inputs((4, 9))
+    expected = reference.huber(y_true, y_pred)[1]
+    np.testing.assert_allclose(tf.function(functools.partial(gradient, reduce=False))(y_true, y_pred), expected, rtol=2e-6)
+    np.testing.assert_allclose(tf.function(functools.partial(gradient, reduce=True))(y_true, y_pred), expected / 4, rtol=2e-6)
