@@ -5,7 +5,7 @@ differentiable), ``backend()`` and the size below which losses run as TensorFlow
 (``min_fused_size()``, ``set_min_fused_size(n)``).
 """
 
-from .backend import backend, min_fused_size, set_min_fused_size
+from .backends import backend, min_fused_size, set_min_fused_size
 from .losses import Huber
 from .ops import huber
 

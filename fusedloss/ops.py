@@ -7,9 +7,12 @@ gradient; its backward only rescales that saved gradient by the upstream gradien
 and skips even that when the upstream is exactly 1.
 
 Inside an XLA-compiled function, where ``tf.numpy_function`` cannot run, and for
-inputs below ``backend.min_fused_size()`` elements, where the bridge's fixed cost
+inputs below ``backends.min_fused_size()`` elements, where the bridge's fixed cost
 exceeds what fusing saves, the same math is computed with TensorFlow ops instead
 (``dispatch``).
+
+Tensors on a GPU take ``gpu_bridge.forward`` instead of ``tf.numpy_function``: the
+CUDA kernel then runs on TensorFlow's device buffers without host copies.
 """
 
 import functools
@@ -18,8 +21,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from .backend import kernels as backend_kernels
-from .backend import min_fused_size
+from . import gpu_bridge
+from .backends import kernels as backend_kernels
+from .backends import min_fused_size
 from .buffers import pool
 
 
@@ -98,17 +102,54 @@ def _compute_dtype(dtype):
     return tf.float64 if dtype == tf.float64 else tf.float32
 
 
-def _run_kernel(loss_name, params, y_true, y_pred):
+def _gradient_may_be_recorded():
+    """True when a gradient tape is recording here (eagerly or while tracing).
+
+    Private TF API, guarded: if it moves, assume a tape, which only costs the work of
+    computing a gradient nobody asks for.
+    """
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:  # pragma: no cover - depends on TF internals
+        return True
+    return bool(record.could_possibly_record())
+
+
+def _run_kernel(loss_name, params, with_grad, y_true, y_pred):
     """Host side of ``tf.numpy_function``: run one fused kernel into pooled buffers.
 
     ``y_true``/``y_pred`` may be views of TensorFlow's memory: they are only read.
+    Returns ``[loss, grad]``, or ``[loss]`` from the loss-only kernel. Host arrays run
+    the CPU kernels unless ``FUSEDLOSS_BACKEND=cuda``.
     """
-    launcher = getattr(backend_kernels(), loss_name)
+    launcher = getattr(backend_kernels("CPU"), loss_name)
     dtype = y_pred.dtype
     loss_out = pool.take(y_pred.shape[:-1], dtype)
-    grad_out = pool.take(y_pred.shape, dtype)
-    loss, grad = launcher(y_true, y_pred, *params, loss_out=loss_out, grad_out=grad_out)
-    return loss, grad
+    grad_out = pool.take(y_pred.shape, dtype) if with_grad else None
+    loss, grad = launcher(y_true, y_pred, *params, with_grad=with_grad, loss_out=loss_out, grad_out=grad_out)
+    return [loss, grad] if with_grad else [loss]
+
+
+def _call_kernel(loss_name, params, with_grad, y_true, y_pred):
+    """The kernel as a TF op, with static output shapes: on the tensors' GPU through
+    ``gpu_bridge`` (which always computes the gradient), else ``tf.numpy_function``
+    around ``_run_kernel`` on the host."""
+    if gpu_bridge.wanted(y_pred):
+        outputs = list(gpu_bridge.forward(loss_name, params, y_true, y_pred))
+    else:
+        outputs = tf.numpy_function(
+            functools.partial(_run_kernel, loss_name, params, with_grad),
+            [y_true, y_pred],
+            [y_pred.dtype] * (2 if with_grad else 1),
+            stateful=False,
+            name=f"fused_{loss_name}",
+        )
+        if not with_grad:  # numpy_function returns a lone output as a tensor, not a list
+            outputs = [outputs] if isinstance(outputs, tf.Tensor) else list(outputs)
+    outputs[0].set_shape(y_pred.shape[:-1])
+    if len(outputs) > 1:
+        outputs[1].set_shape(y_pred.shape)
+    return outputs
 
 
 def _scaled_gradient(upstream, saved_grad):
@@ -135,16 +176,23 @@ def _known_to_be_ones(upstream):
 def rescale(upstream, saved_grad):
     """``upstream[..., None, ...] * saved_grad``, or ``saved_grad`` itself when every
     upstream value is exactly 1 (``tape.gradient`` of an unreduced loss): decided when
-    tracing where the graph shows it, else per call."""
+    tracing where the graph shows it, else per call. On the host the product goes
+    through ``_scaled_gradient``; on a GPU, TensorFlow's multiply (its allocator
+    reuses device memory)."""
     if _known_to_be_ones(upstream):
         return saved_grad
-    scaled = tf.numpy_function(
-        _scaled_gradient,
-        [tf.cast(upstream, saved_grad.dtype), saved_grad],
-        saved_grad.dtype,
-        stateful=False,
-        name="fused_rescale",
-    )
+    upstream = tf.cast(upstream, saved_grad.dtype)
+    if gpu_bridge.wanted(saved_grad):
+        expanded = tf.reshape(
+            upstream,
+            tf.concat([tf.shape(upstream), tf.ones([saved_grad.shape.rank - upstream.shape.rank], tf.int32)], 0),
+        )
+        return tf.cond(
+            tf.reduce_all(tf.equal(upstream, 1)),
+            lambda: tf.identity(saved_grad),
+            lambda: expanded * saved_grad,
+        )
+    scaled = tf.numpy_function(_scaled_gradient, [upstream, saved_grad], saved_grad.dtype, stateful=False, name="fused_rescale")
     scaled.set_shape(saved_grad.shape)
     return scaled
 
@@ -153,25 +201,27 @@ def fused_loss(loss_name, y_true, y_pred, params):
     """Per-sample loss of ``kernels.<backend>.<loss_name>``, differentiable in ``y_pred``.
 
     ``params`` are passed positionally to the launcher after ``y_true, y_pred``.
+
+    Under a recording gradient tape the forward runs the fused kernel and saves the
+    gradient. Without one (evaluate, predict-time metrics) it runs the loss-only kernel
+    and saves nothing; should that graph be differentiated after all (a ``tf.function``
+    traced without a tape, later called under one), the backward runs the fused kernel
+    once to get the gradient, so the answer is right either way.
     """
+    with_grad = _gradient_may_be_recorded()
 
     @tf.custom_gradient
     def loss_and_saved_grad(y_true, y_pred):
         compute_dtype = _compute_dtype(y_pred.dtype)
-        loss, grad = tf.numpy_function(
-            functools.partial(_run_kernel, loss_name, params),
-            [tf.cast(y_true, compute_dtype), tf.cast(y_pred, compute_dtype)],
-            [compute_dtype, compute_dtype],
-            stateful=False,
-            name=f"fused_{loss_name}",
-        )
-        loss.set_shape(y_pred.shape[:-1])
-        grad.set_shape(y_pred.shape)
+        kernel = (loss_name, params)
+        computed = (tf.cast(y_true, compute_dtype), tf.cast(y_pred, compute_dtype))
+        outputs = _call_kernel(*kernel, with_grad, *computed)
 
         def backward(upstream):
+            grad = outputs[1] if len(outputs) > 1 else _call_kernel(*kernel, True, *computed)[1]
             return None, tf.cast(rescale(upstream, grad), y_pred.dtype)
 
-        return tf.cast(loss, y_pred.dtype), backward
+        return tf.cast(outputs[0], y_pred.dtype), backward
 
     return loss_and_saved_grad(y_true, y_pred)
 
@@ -184,6 +234,8 @@ def dispatch(loss_name, y_true, y_pred, params, composite):
     The size is read from the static shape when the known dimensions decide it (all
     known, or already >= the threshold); otherwise, as in a Keras train step traced with
     an unknown batch size, a ``tf.cond`` on the runtime size picks the branch per call.
+    Shapes that turn out to differ at run time also take the kernel's branch, whose
+    launcher rejects them naming both, where TensorFlow's ops might broadcast them.
     """
     if _in_xla_context():
         return composite(y_true, y_pred)
@@ -193,8 +245,9 @@ def dispatch(loss_name, y_true, y_pred, params, composite):
         return fused_loss(loss_name, y_true, y_pred, params)
     if y_pred.shape.is_fully_defined():
         return composite(y_true, y_pred)
+    mismatched = tf.reduce_any(tf.not_equal(tf.shape(y_true), tf.shape(y_pred)))
     return tf.cond(
-        tf.size(y_pred, out_type=tf.int64) >= threshold,
+        tf.logical_or(tf.size(y_pred, out_type=tf.int64) >= threshold, mismatched),
         lambda: fused_loss(loss_name, y_true, y_pred, params),
         lambda: composite(y_true, y_pred),
     )
@@ -208,7 +261,7 @@ def _huber_composite(y_true, y_pred, delta):
     """Huber with TensorFlow ops, for XLA: the same formula as ``kernels.math.huber``."""
     error = y_pred - y_true
     abs_error = tf.abs(error)
-    delta = tf.cast(delta, y_pred.dtype)
+    delta = tf.convert_to_tensor(delta, y_pred.dtype)  # tf.cast would round a Python float to float32 first
     values = tf.where(abs_error <= delta, 0.5 * tf.square(error), delta * abs_error - 0.5 * delta * delta)
     return tf.reduce_mean(values, axis=-1)
 

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import fusedloss
 from fusedloss import ops
-from fusedloss.backend import DEFAULT_MIN_FUSED_SIZE
+from fusedloss.backends import DEFAULT_MIN_FUSED_SIZE
 from fusedloss.kernels import reference
 
 

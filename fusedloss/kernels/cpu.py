@@ -5,11 +5,21 @@ so every loss shares the same loop, chunking and reduction order. The launchers
 below have the same signatures as the CUDA ones in ``cuda.py``.
 """
 
+import os
+
+import numba
 import numpy as np
 from numba import njit, prange
 
 from . import math as scalar_math
 from .layout import check_output, row_layout
+
+# numba picks its threading layer at the first parallel launch, preferring TBB. OpenMP
+# launches a parallel loop in ~3 us on these machines, the workqueue layer in 100-160 us
+# (GUIDE.md), and a loss is called once per step, so ask for OpenMP first - unless the
+# user chose a layer (NUMBA_THREADING_LAYER), which always wins.
+if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 # "reassoc" lets LLVM vectorise the row sums; "contract" allows FMAs. Neither assumes
 # away NaN or Inf ("nnan"/"ninf"), so non-finite inputs propagate as in TensorFlow.

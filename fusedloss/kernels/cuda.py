@@ -1,22 +1,38 @@
 """CUDA kernels: the same contract and launcher signatures as ``cpu.py``.
 
-One block owns a row at a time (grid-stride over rows): its threads stride over the
-row's columns, write the gradient as they go, and sum the row's loss in shared
-memory (a tree reduction, not warp shuffles, so the CUDA simulator runs it too).
+A row is summed by a *group* of ``threads_per_row`` threads (a power of two): the
+group strides over the row's columns, writes the gradient as it goes, and sums the
+row's loss in shared memory (a tree reduction, not warp shuffles, so the CUDA
+simulator runs it too). A block holds ``THREADS_PER_BLOCK / threads_per_row`` groups,
+and blocks stride over the rows. The launcher picks the group size from the row
+length, so one kernel covers three launch shapes:
+
+- short rows (``n_columns`` below the block size): groups as small as the rows, so
+  that every thread has an element and a block reads many consecutive rows (one
+  thread per row for ``n_columns == 1``) instead of leaving all but a few idle;
+- long rows: one group per block (block-per-row);
+- long rows, but too few of them to fill the GPU: each row is split into chunks that
+  separate blocks sum; a second, small kernel adds the chunks of each row in order.
+
+The split depends only on the shape and on the constants below, never on the
+device, so a result is the same on every GPU.
+
 Each loss's scalar math comes from ``math.py``, compiled as a device function.
 
 Launchers accept NumPy arrays (copied to the device and the results back, which is
-what the tests and the simulator use) or device arrays (anything with
-``__cuda_array_interface__``: numba, CuPy, PyTorch), which stay on the device.
+what the tests and the simulator use) or device arrays (numba device arrays, or
+anything with ``__cuda_array_interface__``: CuPy, PyTorch), which stay on the device.
 """
 
 
 import contextlib
 import types
+from typing import NamedTuple
 
 import numba
 import numpy as np
 from numba import cuda
+from numba.cuda.cudadrv.devicearray import is_cuda_ndarray
 from numba.cuda.extending import register_jitable
 
 from . import math as scalar_math
@@ -30,49 +46,117 @@ MAX_THREADS_PER_BLOCK = 1024
 # Enough blocks to fill any current GPU several times over; rows beyond it are
 # picked up by the grid-stride loop.
 MAX_BLOCKS = 8192
+# Rows are split into chunks when fewer than this many blocks would be busy: a few
+# blocks per multiprocessor on the largest GPUs (132 on an H100).
+MIN_BLOCKS = 1024
+# A chunk gives each thread of its group at least this many elements, so that the
+# reduction at its end stays small next to the reading.
+MIN_COLUMNS_PER_THREAD = 8
+# The most threads that share one row (a power of two). By default a whole block;
+# lower, long rows are summed by several groups per block. Not tuned on hardware
+# yet: benchmarks/gpu/run_gpu.py times the choices.
+MAX_THREADS_PER_ROW = MAX_THREADS_PER_BLOCK
+
+
+class LaunchShape(NamedTuple):
+    """How a ``(n_rows, n_columns)`` problem is spread over the GPU."""
+
+    threads_per_row: int  # a power of two, at most THREADS_PER_BLOCK and MAX_THREADS_PER_ROW
+    columns_per_chunk: int  # n_columns unless long rows are split
+    chunks_per_row: int
+    blocks: int
+
+
+def launch_shape(n_rows, n_columns):
+    """The launch shape the launchers use for ``n_rows`` rows of ``n_columns`` (> 0)."""
+    threads = THREADS_PER_BLOCK
+    if threads < 1 or threads > MAX_THREADS_PER_BLOCK or threads & (threads - 1):
+        raise ValueError(f"THREADS_PER_BLOCK must be a power of two <= {MAX_THREADS_PER_BLOCK}, got {threads}")
+    widest = min(threads, MAX_THREADS_PER_ROW)
+    if widest < 1 or widest & (widest - 1):
+        raise ValueError(f"MAX_THREADS_PER_ROW must be a power of two, got {MAX_THREADS_PER_ROW}")
+    threads_per_row = min(widest, 1 << (n_columns - 1).bit_length())
+    rows_per_block = threads // threads_per_row
+    chunks = 1
+    if threads_per_row == widest and n_rows < MIN_BLOCKS * rows_per_block:
+        # Long rows, too few of them: split each so that MIN_BLOCKS blocks have work.
+        chunks = min(-(-MIN_BLOCKS * rows_per_block // n_rows), n_columns // (widest * MIN_COLUMNS_PER_THREAD))
+        chunks = max(chunks, 1)
+    columns_per_chunk = -(-n_columns // chunks)
+    chunks = -(-n_columns // columns_per_chunk)  # no empty chunk at the end
+    blocks = min(-(-n_rows * chunks // rows_per_block), MAX_BLOCKS)
+    return LaunchShape(threads_per_row, columns_per_chunk, chunks, blocks)
 
 
 def _row_kernel(element, with_grad):
-    """Compile ``element`` into ``kernel(y_true, y_pred, params, inv_n, loss_out,
-    grad_out)`` over 2-D arrays; ``with_grad=False`` never touches ``grad_out``."""
+    """Compile ``element`` into ``kernel(y_true, y_pred, params, inv_n, sums, grad_out,
+    threads_per_row, columns_per_chunk)`` over 2-D arrays.
+
+    ``sums[row * chunks + chunk]`` receives ``inv_n`` times the sum of the chunk's
+    values (the row's loss when rows are not split); ``with_grad=False`` never
+    touches ``grad_out``.
+    """
 
     @cuda.jit
-    def kernel(y_true, y_pred, params, inv_n, loss_out, grad_out):
-        # Row sums are kept in float64 whatever the input dtype: one add per element
-        # is free next to the memory traffic, and the result no longer depends on how
+    def kernel(y_true, y_pred, params, inv_n, sums, grad_out, threads_per_row, columns_per_chunk):
+        # Sums are kept in float64 whatever the input dtype: one add per element is
+        # free next to the memory traffic, and the result no longer depends on how
         # the columns were split among threads beyond float64 rounding.
         partial = cuda.shared.array(MAX_THREADS_PER_BLOCK, numba.float64)
         thread = cuda.threadIdx.x
-        threads = cuda.blockDim.x
+        lane = thread % threads_per_row
+        groups_per_block = cuda.blockDim.x // threads_per_row
         n_rows, n_columns = y_pred.shape
-        for row in range(cuda.blockIdx.x, n_rows, cuda.gridDim.x):
+        chunks = (n_columns + columns_per_chunk - 1) // columns_per_chunk
+        n_segments = n_rows * chunks
+        # Every thread of a block runs the same iterations of this loop (its bounds
+        # depend on the block only), so the barriers inside are reached by all.
+        for first in range(cuda.blockIdx.x * groups_per_block, n_segments, cuda.gridDim.x * groups_per_block):
+            segment = first + thread // threads_per_row
             total = 0.0
-            for column in range(thread, n_columns, threads):
-                value, slope = element(y_true[row, column], y_pred[row, column], column, params)
-                total += value
-                if with_grad:
-                    grad_out[row, column] = slope * inv_n
+            if segment < n_segments:
+                row = segment // chunks
+                start = (segment % chunks) * columns_per_chunk
+                stop = min(start + columns_per_chunk, n_columns)
+                for column in range(start + lane, stop, threads_per_row):
+                    value, slope = element(y_true[row, column], y_pred[row, column], column, params)
+                    total += value
+                    if with_grad:
+                        grad_out[row, column] = slope * inv_n
             partial[thread] = total
             cuda.syncthreads()
-            step = threads // 2
+            step = threads_per_row // 2
             while step > 0:
-                if thread < step:
+                if lane < step:
                     partial[thread] += partial[thread + step]
                 cuda.syncthreads()
                 step //= 2
-            if thread == 0:
-                loss_out[row] = partial[0] * inv_n
-            # Nobody may overwrite partial[] for the next row before thread 0 read it.
+            if lane == 0 and segment < n_segments:
+                sums[segment] = partial[thread] * inv_n
+            # Nobody may overwrite partial[] for the next rows before it was read.
             cuda.syncthreads()
 
     return kernel
 
 
+@cuda.jit
+def _add_chunks(chunk_sums, loss_out):
+    """``loss_out[row] = sum of chunk_sums[row, :]``, in order, one thread per row."""
+    n_rows, chunks = chunk_sums.shape
+    for row in range(cuda.grid(1), n_rows, cuda.gridsize(1)):
+        total = 0.0
+        for chunk in range(chunks):
+            total += chunk_sums[row, chunk]
+        loss_out[row] = total
+
+
 def _on_device(array):
-    return hasattr(array, "__cuda_array_interface__")
+    return is_cuda_ndarray(array) or hasattr(array, "__cuda_array_interface__")
 
 
 def _as_device(array):
+    if is_cuda_ndarray(array):
+        return array
     if _on_device(array):
         return cuda.as_cuda_array(array)
     return cuda.to_device(np.ascontiguousarray(array))
@@ -81,38 +165,49 @@ def _as_device(array):
 def run_rows(kernels, y_true, y_pred, params, with_grad, loss_out, grad_out):
     """Validate, move host inputs to the device, launch, and return ``(loss, grad)``.
 
-    Host inputs give host outputs; device inputs give device outputs. ``kernels`` is
-    the ``(with_grad, loss_only)`` pair of a loss.
+    Host inputs give host outputs; device inputs give device outputs, written into
+    ``loss_out``/``grad_out`` when given (the TF bridge passes TensorFlow's own
+    buffers). ``kernels`` is the ``(with_grad, loss_only)`` pair of a loss.
     """
     loss_shape, n_rows, n_columns = row_layout(y_true, y_pred)
     dtype = np.dtype(y_pred.dtype)
     on_host = not _on_device(y_pred)
-    threads = THREADS_PER_BLOCK
-    if threads < 1 or threads > MAX_THREADS_PER_BLOCK or threads & (threads - 1):
-        raise ValueError(f"THREADS_PER_BLOCK must be a power of two <= {MAX_THREADS_PER_BLOCK}, got {threads}")
 
     def output(name, given, shape):
         if given is None:
             return cuda.device_array(shape, dtype)
+        if on_host:
+            check_output(name, given, shape, dtype)
+            return cuda.device_array(shape, dtype)  # copied into `given` at the end
+        given = _as_device(given)
         check_output(name, given, shape, dtype)
-        return _as_device(given) if on_host else cuda.as_cuda_array(given)
+        return given
 
     loss_device = output("loss_out", loss_out, loss_shape)
     grad_device = output("grad_out", grad_out, tuple(y_pred.shape)) if with_grad else None
     if n_columns == 0:
-        loss_device = cuda.to_device(np.full(loss_shape, np.nan, dtype))
+        # The mean of nothing is NaN, as in Keras; there is no gradient to write.
+        loss_device.copy_to_device(np.full(loss_shape, np.nan, dtype))
     elif n_rows > 0:
         rows = (n_rows, n_columns)
-        blocks = min(n_rows, MAX_BLOCKS)
+        shape = launch_shape(n_rows, n_columns)
+        loss_rows = loss_device.reshape(n_rows)
+        sums = loss_rows if shape.chunks_per_row == 1 else cuda.device_array(n_rows * shape.chunks_per_row, dtype)
         kernel = kernels[0] if with_grad else kernels[1]
-        kernel[blocks, threads](
+        kernel[shape.blocks, THREADS_PER_BLOCK](
             _as_device(y_true).reshape(rows),
             _as_device(y_pred).reshape(rows),
             params,
             dtype.type(1.0 / n_columns),
-            loss_device.reshape(n_rows),
-            (grad_device if with_grad else loss_device).reshape(rows if with_grad else n_rows),
+            sums,
+            grad_device.reshape(rows) if with_grad else sums,
+            shape.threads_per_row,
+            shape.columns_per_chunk,
         )
+        if shape.chunks_per_row > 1:
+            _add_chunks[-(-n_rows // THREADS_PER_BLOCK), THREADS_PER_BLOCK](
+                sums.reshape(n_rows, shape.chunks_per_row), loss_rows
+            )
     if not on_host:
         return loss_device, grad_device
     loss = loss_device.copy_to_host(loss_out) if loss_out is not None else loss_device.copy_to_host()
@@ -142,13 +237,14 @@ def huber(y_true, y_pred, delta=1.0, *, with_grad=True, loss_out=None, grad_out=
 def _example_arguments(dtype, params, with_grad):
     rows = np.zeros((2, 3), dtype)
     loss = np.zeros(2, dtype)
-    return (rows, rows, params, dtype.type(1.0), loss, rows if with_grad else loss)
+    return (rows, rows, params, dtype.type(1.0), loss, rows if with_grad else loss, 1, 1)
 
 
 def compile_all_ptx(cc=(8, 0)):
     """Compile every kernel for float32 and float64 to PTX, without needing a GPU.
 
-    Returns ``{(name, dtype_name, with_grad): ptx}``. Needs NVVM (the CUDA toolkit or
+    Returns ``{(name, dtype_name, with_grad): ptx}``, with ``("add_chunks", dtype_name,
+    None)`` for the kernel that adds the chunks of split rows. Needs NVVM (the CUDA toolkit or
     ``numba-cuda[cu12|cu13]``), not a device; raises what numba raises otherwise.
     """
     loss_params = {"huber": (_huber_kernels, lambda dtype: (dtype.type(1.0),))}
@@ -161,6 +257,9 @@ def compile_all_ptx(cc=(8, 0)):
                     signature = tuple(numba.typeof(arg) for arg in args)
                     ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=cc)
                     compiled[(name, dtype.name, with_grad)] = ptx
+        for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
+            signature = (numba.typeof(np.zeros((2, 3), dtype)), numba.typeof(np.zeros(2, dtype)))
+            compiled[("add_chunks", dtype.name, None)] = cuda.compile_ptx(_add_chunks.py_func, signature, cc=cc)[0]
     return compiled
 
 
@@ -182,4 +281,4 @@ def _device_functions_compiled_for(cc):
         dispatcher.get_current_device = real
 
 
-__all__ = ["huber", "compile_all_ptx", "THREADS_PER_BLOCK"]
+__all__ = ["huber", "compile_all_ptx", "launch_shape", "LaunchShape", "THREADS_PER_BLOCK"]

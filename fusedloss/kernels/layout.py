@@ -16,25 +16,29 @@ def row_layout(y_true, y_pred):
     naming the dtype when the prediction is not float32 or float64 (the bridge casts
     half precision to float32 before it gets here).
     """
-    if y_true.shape != y_pred.shape:
+    # tuple(): the simulator's device arrays refuse negative indices into their shape.
+    shape = tuple(y_pred.shape)
+    if tuple(y_true.shape) != shape:
         raise ValueError(
             f"y_true and y_pred must have the same shape, got y_true {tuple(y_true.shape)} "
             f"and y_pred {tuple(y_pred.shape)}"
         )
-    if len(y_pred.shape) == 0:
+    if len(shape) == 0:
         raise ValueError("y_pred must have rank >= 1 (the loss averages the last axis), got a scalar")
     if np.dtype(y_pred.dtype) not in SUPPORTED_DTYPES:
         raise TypeError(f"y_pred must be float32 or float64, got {np.dtype(y_pred.dtype)}")
     if y_true.dtype != y_pred.dtype:
         raise TypeError(f"y_true must have y_pred's dtype {y_pred.dtype}, got {y_true.dtype}")
-    loss_shape = tuple(y_pred.shape[:-1])
-    n_columns = int(y_pred.shape[-1])
+    loss_shape = shape[:-1]
+    n_columns = int(shape[-1])
     return loss_shape, int(np.prod(loss_shape, dtype=np.int64)), n_columns
 
 
 def check_output(name, out, shape, dtype):
     """Raise ``ValueError`` unless a caller-supplied output buffer fits exactly."""
-    if out.shape != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous:
+    # NumPy arrays say it in flags; numba device arrays through a method.
+    contiguous = out.flags.c_contiguous if isinstance(out, np.ndarray) else out.is_c_contiguous()
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype or not contiguous:
         raise ValueError(
             f"{name} must be C-contiguous with shape {tuple(shape)} and dtype {dtype}, "
             f"got {tuple(out.shape)} {out.dtype}"

@@ -1,9 +1,12 @@
 """Which kernels run: ``FUSEDLOSS_BACKEND=auto|cpu|cuda`` (default ``auto``).
 
-``auto`` picks CUDA when numba-cuda finds a usable GPU and otherwise the CPU, without
-a word. ``cuda`` where no GPU is usable raises ``RuntimeError`` saying why. The CUDA
-simulator (``NUMBA_ENABLE_CUDASIM=1``) counts as a GPU only when asked for by name:
-it exists to test kernels, not to train.
+``auto`` follows the tensors: those on a GPU run the CUDA kernels when numba-cuda can
+use that GPU, everything else the CPU kernels, without a word. ``cpu`` runs the CPU
+kernels wherever the tensors are (TensorFlow copies GPU tensors to the host and
+back). ``cuda`` runs the CUDA kernels wherever the tensors are (host tensors are
+copied to the GPU and back) and raises ``RuntimeError`` saying why where no GPU is
+usable. The CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) counts as a GPU only when
+asked for by name: it exists to test kernels, not to train.
 
 When they run: ``FUSEDLOSS_MIN_FUSED_SIZE`` (or ``set_min_fused_size``), the size below
 which a loss runs as TensorFlow ops instead, see ``min_fused_size``.
@@ -12,6 +15,7 @@ which a loss runs as TensorFlow ops instead, see ``min_fused_size``.
 import functools
 import math
 import os
+import re
 
 CHOICES = ("auto", "cpu", "cuda")
 
@@ -42,8 +46,18 @@ def _cuda_unusable_reason():
     return f"numba-cuda found {count} GPU(s) but cannot use them"
 
 
-def backend():
-    """``"cuda"`` or ``"cpu"``: the kernels fused losses run on in this process."""
+def on_gpu(device):
+    """Whether a TensorFlow device name (``"/GPU:0"``, ``"/job:localhost/replica:0/
+    task:0/device:GPU:0"``, ``"gpu:1"``) names a GPU; ``""`` and ``None`` do not."""
+    return bool(device) and re.search(r"(?:^|/|device:)GPU(?::|$)", device, re.IGNORECASE) is not None
+
+
+def backend(device=None):
+    """``"cuda"`` or ``"cpu"``: the kernels a fused loss runs for tensors on ``device``.
+
+    ``device`` is a TensorFlow device name; ``None`` asks about tensors on a GPU, so
+    ``backend()`` says whether the CUDA kernels would be used here at all.
+    """
     name = requested()
     if name == "cpu":
         return "cpu"
@@ -53,12 +67,14 @@ def backend():
         if reason is not None:
             raise RuntimeError(f"FUSEDLOSS_BACKEND=cuda but {reason}")
         return "cuda"
+    if device is not None and not on_gpu(device):
+        return "cpu"
     return "cuda" if reason is None and not simulated else "cpu"
 
 
-def kernels():
-    """The launcher module (``kernels.cpu`` or ``kernels.cuda``) for ``backend()``."""
-    if backend() == "cuda":
+def kernels(device=None):
+    """The launcher module (``kernels.cpu`` or ``kernels.cuda``) for ``backend(device)``."""
+    if backend(device) == "cuda":
         from .kernels import cuda
 
         return cuda

@@ -1,0 +1,158 @@
+"""CPU kernels against the float64 NumPy reference."""
+
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from fusedloss.kernels import cpu, reference
+
+
+class Case(NamedTuple):
+    shape: tuple
+    dtype: type
+    rtol: float
+    atol: float
+
+
+SHAPES = [(7,), (41, 401), (3, 5, 33), (2, 40000), (1, 1), (5000, 3)]  # odd, long and short rows
+TOLERANCES = {np.float32: (2e-6, 1e-6), np.float64: (1e-12, 1e-14)}
+CASES = [Case(shape, dtype, *TOLERANCES[dtype]) for shape in SHAPES for dtype in (np.float32, np.float64)]
+
+
+def random_pair(shape, dtype, scale=3.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=shape).astype(dtype), (scale * rng.normal(size=shape)).astype(dtype))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.shape}-{np.dtype(c.dtype).name}")
+@pytest.mark.parametrize("delta", [0.5, 1.0, 2.5])
+def test_huber_matches_reference(case, delta):
+    y_true, y_pred = random_pair(case.shape, case.dtype)
+    loss, grad = cpu.huber(y_true, y_pred, delta)
+    want_loss, want_grad = reference.huber(y_true, y_pred, delta)
+    assert loss.shape == case.shape[:-1] and loss.dtype == case.dtype
+    assert grad.shape == case.shape and grad.dtype == case.dtype
+    np.testing.assert_allclose(loss, want_loss, rtol=case.rtol, atol=case.atol)
+    np.testing.assert_allclose(grad, want_grad, rtol=case.rtol, atol=case.atol / case.shape[-1])
+
+
+def test_huber_kinks_are_exact():
+    delta = 1.5
+    errors = np.array([0.0, delta, -delta, 1e6, -1e6, 0.25], np.float64)
+    loss, grad = cpu.huber(np.zeros_like(errors), errors, delta)
+    n = errors.size
+    want_values = [0.0, 0.5 * delta**2, 0.5 * delta**2, delta * 1e6 - 0.5 * delta**2, delta * 1e6 - 0.5 * delta**2, 0.03125]
+    np.testing.assert_allclose(loss, np.mean(want_values), rtol=1e-15)
+    np.testing.assert_allclose(grad * n, [0.0, delta, -delta, delta, -delta, 0.25], rtol=1e-15)
+
+
+def test_long_rows_are_split_across_tasks_and_summed_exactly_once():
+    # More than one chunk per row, and a ragged last chunk.
+    n = 2 * cpu.COLUMNS_PER_TASK + 17
+    y_true, y_pred = random_pair((3, n), np.float64)
+    loss, grad = cpu.huber(y_true, y_pred, 1.0)
+    want_loss, want_grad = reference.huber(y_true, y_pred, 1.0)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-12)
+
+
+def test_loss_only_kernel_writes_no_gradient_and_the_same_loss():
+    y_true, y_pred = random_pair((41, 401), np.float32)
+    loss, grad = cpu.huber(y_true, y_pred, 1.0, with_grad=False)
+    assert grad is None
+    np.testing.assert_allclose(loss, cpu.huber(y_true, y_pred, 1.0)[0], rtol=1e-6)
+
+
+def test_writes_into_given_buffers_and_leaves_inputs_alone():
+    y_true, y_pred = random_pair((9, 13), np.float32)
+    before = y_pred.copy(), y_true.copy()
+    loss_out, grad_out = np.empty(9, np.float32), np.empty((9, 13), np.float32)
+    loss, grad = cpu.huber(y_true, y_pred, 1.0, loss_out=loss_out, grad_out=grad_out)
+    assert loss is loss_out and grad is grad_out
+    np.testing.assert_array_equal(y_pred, before[0])
+    np.testing.assert_array_equal(y_true, before[1])
+
+
+def test_non_contiguous_and_read_only_inputs():
+    y_true, y_pred = random_pair((40, 30), np.float64)
+    strided_true, strided_pred = y_true[::2, ::3], y_pred[::2, ::3]
+    strided_pred.flags.writeable = False
+    loss, grad = cpu.huber(strided_true, strided_pred, 1.0)
+    want_loss, want_grad = reference.huber(strided_true, strided_pred, 1.0)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-12)
+
+
+def test_nan_and_inf_follow_keras():
+    # Keras's autodiff gives NaN for an infinite error (0 * inf in the untaken branch).
+    y_pred = np.array([[np.nan, 1.0], [np.inf, 1.0], [-np.inf, 0.5], [0.5, 0.25]], np.float32)
+    loss, grad = cpu.huber(np.zeros_like(y_pred), y_pred, 1.0)
+    assert np.isnan(loss[0]) and loss[1] == np.inf and loss[2] == np.inf and np.isfinite(loss[3])
+    assert np.isnan(grad[:3, 0]).all()
+    np.testing.assert_allclose(grad[:, 1], [0.5, 0.5, 0.25, 0.125])
+
+
+def test_empty_inputs():
+    loss, grad = cpu.huber(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32))
+    assert loss.shape == (0,) and grad.shape == (0, 4)
+    loss, grad = cpu.huber(np.zeros((3, 0), np.float32), np.zeros((3, 0), np.float32))
+    assert np.isnan(loss).all() and grad.shape == (3, 0)  # the mean of nothing, as in Keras
+
+
+@pytest.mark.parametrize(
+    "y_true, y_pred, error, match",
+    [
+        (np.zeros((2, 3), np.float32), np.zeros((3, 2), np.float32), ValueError, r"y_true \(2, 3\) and y_pred \(3, 2\)"),
+        (np.zeros((), np.float32), np.zeros((), np.float32), ValueError, "rank >= 1"),
+        (np.zeros(3, np.int32), np.zeros(3, np.int32), TypeError, "float32 or float64, got int32"),
+        (np.zeros(3, np.float64), np.zeros(3, np.float32), TypeError, "y_pred's dtype float32"),
+    ],
+)
+def test_bad_inputs_are_named(y_true, y_pred, error, match):
+    with pytest.raises(error, match=match):
+        cpu.huber(y_true, y_pred)
+
+
+def test_bad_output_buffer_is_named():
+    y_true, y_pred = random_pair((4, 5), np.float32)
+    with pytest.raises(ValueError, match=r"grad_out must be C-contiguous with shape \(4, 5\)"):
+        cpu.huber(y_true, y_pred, grad_out=np.empty((5, 4), np.float32))
+
+
+def test_repeated_calls_are_bit_identical():
+    y_true, y_pred = random_pair((3, 3 * cpu.COLUMNS_PER_TASK + 5), np.float32)
+    first = cpu.huber(y_true, y_pred, 1.0)
+    for _ in range(3):
+        again = cpu.huber(y_true, y_pred, 1.0)
+        np.testing.assert_array_equal(again[0], first[0])
+        np.testing.assert_array_equal(again[1], first[1])
+
+
+finite_floats = st.floats(-1e3, 1e3, allow_nan=False, width=64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=9),
+    delta=st.floats(1e-3, 1e3),
+)
+def test_huber_property_matches_reference(data, shape, delta):
+    y_true = data.draw(hnp.arrays(np.float64, shape, elements=finite_floats))
+    y_pred = data.draw(hnp.arrays(np.float64, shape, elements=finite_floats))
+    loss, grad = cpu.huber(y_true, y_pred, delta)
+    want_loss, want_grad = reference.huber(y_true, y_pred, delta)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-12)
+
+
+def test_openmp_threading_layer_is_preferred():
+    import numba
+
+    cpu.huber(*random_pair((4, 4), np.float32))
+    assert numba.config.THREADING_LAYER_PRIORITY[0] == "omp"
+    assert numba.threading_layer() == "omp"  # the OpenMP layer ships in numba wheels

@@ -1,0 +1,116 @@
+"""CUDA kernels in numba's simulator (logic) and compiled to PTX (code generation).
+
+The simulator runs every thread as a Python thread (~2 ms each), so the grids here are
+one or two blocks of 32 threads; that is still enough for rows longer and shorter than
+a block, several rows per block (grid-stride) and the shared-memory reduction.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+from fusedloss.kernels import reference
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("NUMBA_ENABLE_CUDASIM") != "1", reason="needs the CUDA simulator (set in tests/conftest.py)"
+)
+
+
+@pytest.fixture
+def cuda_kernels(monkeypatch):
+    from fusedloss.kernels import cuda
+
+    monkeypatch.setattr(cuda, "THREADS_PER_BLOCK", 32)
+    monkeypatch.setattr(cuda, "MAX_BLOCKS", 2)
+    return cuda
+
+
+class Case(NamedTuple):
+    shape: tuple
+    dtype: type
+    rtol: float
+
+
+CASES = [
+    Case((7,), np.float32, 2e-6),  # one row shorter than a block
+    Case((3, 45), np.float64, 1e-12),  # odd rows longer than a block, more rows than blocks
+    Case((2, 2, 5), np.float32, 2e-6),  # rank 3
+    Case((5, 1), np.float64, 1e-12),  # one column
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.shape}-{np.dtype(c.dtype).name}")
+def test_huber_in_simulator_matches_reference(cuda_kernels, case):
+    rng = np.random.default_rng(1)
+    y_true = rng.normal(size=case.shape).astype(case.dtype)
+    y_pred = (3 * rng.normal(size=case.shape)).astype(case.dtype)
+    y_pred.flat[0] = y_true.flat[0] + 1.5  # exactly on the kink
+    loss, grad = cuda_kernels.huber(y_true, y_pred, 1.5)
+    want_loss, want_grad = reference.huber(y_true, y_pred, 1.5)
+    assert loss.shape == case.shape[:-1] and grad.shape == case.shape
+    np.testing.assert_allclose(loss, want_loss, rtol=case.rtol)
+    np.testing.assert_allclose(grad, want_grad, rtol=case.rtol, atol=1e-7)
+
+
+def test_loss_only_kernel_and_given_buffers(cuda_kernels):
+    rng = np.random.default_rng(2)
+    y_true, y_pred = rng.normal(size=(2, 40)), rng.normal(size=(2, 40))
+    loss, grad = cuda_kernels.huber(y_true, y_pred, 1.0, with_grad=False)
+    assert grad is None
+    np.testing.assert_allclose(loss, reference.huber(y_true, y_pred, 1.0)[0], rtol=1e-12)
+    loss_out, grad_out = np.empty(2), np.empty((2, 40))
+    loss, grad = cuda_kernels.huber(y_true, y_pred, 1.0, loss_out=loss_out, grad_out=grad_out)
+    assert loss is loss_out and grad is grad_out
+    np.testing.assert_allclose(grad_out, reference.huber(y_true, y_pred, 1.0)[1], rtol=1e-12)
+
+
+def test_empty_inputs_and_bad_shapes(cuda_kernels):
+    loss, grad = cuda_kernels.huber(np.zeros((0, 3)), np.zeros((0, 3)))
+    assert loss.shape == (0,) and grad.shape == (0, 3)
+    loss, _ = cuda_kernels.huber(np.zeros((2, 0)), np.zeros((2, 0)))
+    assert np.isnan(loss).all()
+    with pytest.raises(ValueError, match=r"y_true \(2, 3\) and y_pred \(2, 4\)"):
+        cuda_kernels.huber(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+def test_threads_per_block_must_be_a_power_of_two(cuda_kernels, monkeypatch):
+    monkeypatch.setattr(cuda_kernels, "THREADS_PER_BLOCK", 48)
+    with pytest.raises(ValueError, match="power of two"):
+        cuda_kernels.huber(np.zeros((1, 3)), np.zeros((1, 3)))
+
+
+def _environment_without_simulator():
+    import fusedloss
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    package_parent = os.path.dirname(os.path.dirname(fusedloss.__file__))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
+    return env
+
+
+def _nvvm_available():
+    probe = "from numba.cuda.cudadrv.nvvm import NVVM; NVVM()"
+    return subprocess.run([sys.executable, "-c", probe], env=_environment_without_simulator(), capture_output=True).returncode == 0
+
+
+def test_every_kernel_compiles_to_ptx():
+    """Real code generation, in a child process: the simulator is on in this one."""
+    if not _nvvm_available():
+        pytest.skip("no NVVM here: install numba-cuda[cu12] or [cu13] (the test extra does)")
+    script = textwrap.dedent(
+        """
+        from fusedloss.kernels import cuda
+        for (name, dtype, with_grad), ptx in sorted(cuda.compile_all_ptx().items()):
+            assert ".entry" in ptx and ".target sm_80" in ptx, (name, dtype)
+            print(name, dtype, with_grad, "ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], env=_environment_without_simulator(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    compiled = result.stdout.split("\n")
+    assert "huber float32 True ok" in compiled and "huber float64 False ok" in compiled
