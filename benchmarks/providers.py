@@ -26,10 +26,13 @@ MODES = ("fwd", "fwd+bwd")
 
 class Prepared(NamedTuple):
     """``call()`` runs once; ``results()`` turns its return value into NumPy
-    ``(loss, grad)`` (``grad`` None in ``fwd`` mode)."""
+    ``(loss, grad)`` (``grad`` None in ``fwd`` mode). ``path``: ``"fused"`` when the
+    fused kernel runs, ``"tf-ops"`` when TensorFlow ops do, ``"native"`` for the
+    native providers."""
 
     call: object
     results: object
+    path: str
 
 
 def _tf_objective(loss_fn, mode, reduction):
@@ -73,14 +76,23 @@ def _prepare_tf(provider, spec, mode, reduction, y_true, y_pred, params):
     else:
         function = tf.function(body, jit_compile=provider == "tf-xla")
     y_true, y_pred = tf.constant(y_true), tf.constant(y_pred)
-    if provider == "bridge":
-        # Traced now, with the threshold at 0; later calls reuse this trace.
-        previous = fusedloss.set_min_fused_size(0)
+    path = "native"
+    if provider in ("fusedloss", "bridge"):
+        # Traced now (for "bridge" with the threshold at 0); later calls reuse the trace.
+        previous = fusedloss.set_min_fused_size(0) if provider == "bridge" else None
         try:
-            function(y_true, y_pred)
+            graph = function.get_concrete_function(y_true, y_pred).graph
         finally:
-            fusedloss.set_min_fused_size(previous)
-    return Prepared(lambda: function(y_true, y_pred), _tf_results(mode))
+            if provider == "bridge":
+                fusedloss.set_min_fused_size(previous)
+        path = "fused" if _runs_a_kernel(graph) else "tf-ops"
+    return Prepared(lambda: function(y_true, y_pred), _tf_results(mode), path)
+
+
+def _runs_a_kernel(graph):
+    """Whether a traced graph calls Python (``numpy_function``/``py_function``): the
+    only way fusedloss reaches its kernels; TensorFlow ops never do."""
+    return any(op.type in ("PyFunc", "PyFuncStateless", "EagerPyFunc") for op in graph.get_operations())
 
 
 def _prepare_kernel(spec, mode, y_true, y_pred, params):
@@ -93,7 +105,7 @@ def _prepare_kernel(spec, mode, y_true, y_pred, params):
     def call():
         return launcher(y_true, y_pred, *params, with_grad=with_grad, loss_out=loss_out, grad_out=grad_out)
 
-    return Prepared(call, lambda outputs: (np.array(outputs[0]), None if outputs[1] is None else np.array(outputs[1])))
+    return Prepared(call, lambda outputs: (np.array(outputs[0]), None if outputs[1] is None else np.array(outputs[1])), "fused")
 
 
 def prepare(provider, spec, mode, reduction, y_true, y_pred, params):

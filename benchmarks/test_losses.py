@@ -8,7 +8,6 @@ over the bandwidth measured in this run).
 """
 
 import functools
-import math
 import time
 
 import numpy as np
@@ -45,15 +44,6 @@ def _bytes_moved(case, y_true, y_pred, params, loss):
     read = y_true.nbytes + y_pred.nbytes + sum(p.nbytes for p in params if isinstance(p, np.ndarray))
     written = loss.size * itemsize + (y_pred.nbytes if case.mode == "fwd+bwd" else 0)
     return read + written
-
-
-def _path(case):
-    """What ``fusedloss`` runs for this case: the kernel or TensorFlow ops."""
-    import fusedloss
-
-    if case.provider == "fusedloss":
-        return "fused" if math.prod(case.shape) >= fusedloss.min_fused_size() else "tf-ops"
-    return {"bridge": "fused", "kernel": "fused"}.get(case.provider, "native")
 
 
 def _rounds(seconds_per_call, run_mode):
@@ -94,7 +84,7 @@ def test_loss(benchmark, case, run_mode, bandwidth, environment):
         size=int(y_pred.size),
         shape=list(case.shape),
         dtype=DTYPE,
-        path=_path(case),
+        path=prepared.path,
         device=environment["device"],
         versions=environment["versions"],
         bytes=int(bytes_moved),

@@ -226,29 +226,33 @@ def fused_loss(loss_name, y_true, y_pred, params):
     return loss_and_saved_grad(y_true, y_pred)
 
 
-def dispatch(loss_name, y_true, y_pred, params, composite):
-    """``fused_loss(loss_name, ...)``, or ``composite(y_true, y_pred)`` (the same math as
-    TensorFlow ops, with the same values and gradients) where the kernel cannot run or
-    would be slower: inside XLA, and below ``min_fused_size()`` elements of ``y_pred``.
+def dispatch(loss_name, y_true, y_pred, params, composite, **fused_options):
+    """``fused_loss(loss_name, ..., **fused_options)``, or ``composite(y_true, y_pred)``
+    (the same math as TensorFlow ops, with the same values and gradients) where the
+    kernel cannot run or would be slower: inside XLA, and below ``min_fused_size()``
+    elements of ``y_pred``.
 
     The size is read from the static shape when the known dimensions decide it (all
     known, or already >= the threshold); otherwise, as in a Keras train step traced with
     an unknown batch size, a ``tf.cond`` on the runtime size picks the branch per call.
-    Shapes that turn out to differ at run time also take the kernel's branch, whose
-    launcher rejects them naming both, where TensorFlow's ops might broadcast them.
+    Labels and predictions of one rank whose shapes turn out to differ at run time
+    also take the kernel's branch, whose launcher rejects them naming both, where
+    TensorFlow's ops might broadcast them.
     """
     if _in_xla_context():
         return composite(y_true, y_pred)
     threshold = min_fused_size()
     known_size = 0 if y_pred.shape.rank is None else math.prod(dim for dim in y_pred.shape if dim is not None)
     if known_size >= threshold:
-        return fused_loss(loss_name, y_true, y_pred, params)
+        return fused_loss(loss_name, y_true, y_pred, params, **fused_options)
     if y_pred.shape.is_fully_defined():
         return composite(y_true, y_pred)
-    mismatched = tf.reduce_any(tf.not_equal(tf.shape(y_true), tf.shape(y_pred)))
+    use_kernel = tf.size(y_pred, out_type=tf.int64) >= threshold
+    if y_true.shape.rank == y_pred.shape.rank:
+        use_kernel = tf.logical_or(use_kernel, tf.reduce_any(tf.not_equal(tf.shape(y_true), tf.shape(y_pred))))
     return tf.cond(
-        tf.logical_or(tf.size(y_pred, out_type=tf.int64) >= threshold, mismatched),
-        lambda: fused_loss(loss_name, y_true, y_pred, params),
+        use_kernel,
+        lambda: fused_loss(loss_name, y_true, y_pred, params, **fused_options),
         lambda: composite(y_true, y_pred),
     )
 

@@ -119,5 +119,8 @@ def test_smoke_run_checks_every_provider_of_every_available_loss(tmp_path):
     checked = {(b["extra_info"]["op"], b["extra_info"]["provider"], b["extra_info"]["mode"]) for b in data["benchmarks"]}
     available = [spec.name for spec in LOSSES if not missing_parts(spec)]
     assert checked == {(op, p, m) for op in available for p in providers.PROVIDERS for m in providers.MODES}
+    paths = {b["extra_info"]["provider"]: b["extra_info"]["path"] for b in data["benchmarks"]}
+    assert paths["bridge"] == paths["kernel"] == "fused"  # forced through the kernel
+    assert paths["fusedloss"] == "tf-ops"  # 2000 elements: below the dispatch threshold
     assert (tmp_path / "smoke.md").read_text().count("| huber |") == 2
     assert (tmp_path / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
