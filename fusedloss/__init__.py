@@ -6,9 +6,19 @@ differentiable), ``backend()`` and the size below which losses run as TensorFlow
 """
 
 from .backends import backend, min_fused_size, set_min_fused_size
-from .losses import Huber
-from .ops import huber
+from .losses import ContrastiveLoss, EmbeddingContrastiveLoss, Huber
+from .ops import contrastive, embedding_contrastive, huber
 
 __version__ = "0.1.0"
 
-__all__ = ["Huber", "backend", "huber", "min_fused_size", "set_min_fused_size"]
+__all__ = [
+    "ContrastiveLoss",
+    "EmbeddingContrastiveLoss",
+    "Huber",
+    "backend",
+    "contrastive",
+    "embedding_contrastive",
+    "huber",
+    "min_fused_size",
+    "set_min_fused_size",
+]

@@ -162,16 +162,17 @@ def wanted(y_pred):
     return on_gpu(device) and backend(device) == "cuda"
 
 
-def forward(loss_name, params, y_true, y_pred):
+def forward(loss_name, params, y_true, y_pred, reduced_axes=1):
     """``(loss, grad)`` of ``kernels.cuda.<loss_name>`` as a TensorFlow op on the GPU.
 
-    ``y_true``/``y_pred``: float32 or float64 tensors of one shape. The outputs'
-    static shapes are left to the caller, as for ``tf.numpy_function``.
+    ``y_true``/``y_pred``: float32 or float64 tensors; the loss has shape
+    ``y_pred.shape[:-reduced_axes]``. The outputs' static shapes are left to the
+    caller, as for ``tf.numpy_function``.
     """
     placement = tf.device(y_pred.device) if y_pred.device else contextlib.nullcontext()
     with placement, _tapes_paused():
         return tf.py_function(
-            functools.partial(_run_on_device, loss_name, params),
+            functools.partial(_run_on_device, loss_name, params, reduced_axes),
             [y_true, y_pred],
             [y_pred.dtype, y_pred.dtype],
             name=f"fused_{loss_name}_gpu",
@@ -193,7 +194,7 @@ def _tapes_paused():
     return record.stop_recording()
 
 
-def _run_on_device(loss_name, params, y_true, y_pred):
+def _run_on_device(loss_name, params, reduced_axes, y_true, y_pred):
     """Body of the ``tf.py_function``: eager tensors in, ``[loss, grad]`` out."""
     global last_launch
     if not on_gpu(y_pred.device):
@@ -201,7 +202,7 @@ def _run_on_device(loss_name, params, y_true, y_pred):
         launcher = getattr(backend_kernels(y_pred.device), loss_name)
         return list(launcher(y_true.numpy(), y_pred.numpy(), *params))
     with tf.device(y_pred.device):
-        loss = tf.raw_ops.Empty(shape=tf.shape(y_pred)[:-1], dtype=y_pred.dtype)
+        loss = tf.raw_ops.Empty(shape=tf.shape(y_pred)[:-reduced_axes], dtype=y_pred.dtype)
         grad = tf.raw_ops.Empty(shape=tf.shape(y_pred), dtype=y_pred.dtype)
         if y_pred.shape.num_elements() == 0:
             # No kernel to run: the mean of no columns is NaN, as in Keras.

@@ -23,6 +23,8 @@ PASSED, FAILED, NOT_CHECKED = 0, 1, 2
 
 # Rows longer than a block and an odd row length; small enough to take no time.
 SHAPE = (64, 333)
+# (label shape, prediction shape) of losses whose inputs are not two equal shapes.
+INPUT_SHAPES = {"embedding_contrastive": ((SHAPE[0],), (SHAPE[0], 2, SHAPE[1]))}
 
 
 class Check(NamedTuple):
@@ -77,14 +79,15 @@ def why_not_checkable():
     return f"the CUDA kernels cannot run on {devices[0]}: {reason}"
 
 
-def _random_inputs(shape, seed):
+def _random_inputs(name, seed):
     import numpy as np
     import tensorflow as tf
 
+    label_shape, prediction_shape = INPUT_SHAPES.get(name, (SHAPE, SHAPE))
     rng = np.random.default_rng(seed)
     # Labels in {0, 1} and predictions in (0.1, 2): inside every loss's domain.
-    labels = rng.integers(0, 2, size=shape).astype(np.float32)
-    predictions = rng.uniform(0.1, 2.0, size=shape).astype(np.float32)
+    labels = rng.integers(0, 2, size=label_shape).astype(np.float32)
+    predictions = rng.uniform(0.1, 2.0, size=prediction_shape).astype(np.float32)
     return tf.constant(labels), tf.constant(predictions)
 
 
@@ -107,7 +110,7 @@ def check_loss(name, fused, composite, params, device, seed=0):
 
     checks = []
     with tf.device(device):
-        y_true, y_pred = _random_inputs(SHAPE, seed)
+        y_true, y_pred = _random_inputs(name, seed)
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(y_pred)
             want = composite(y_true, y_pred, *params)

@@ -2,7 +2,8 @@
 rescale.
 
 Below ``min_fused_size()`` elements a loss runs as TensorFlow ops (the ``composite``),
-from it on as the fused kernel; both must give the same values and gradients, whether
+from it on as the fused kernel; both must give the same values and gradients (for
+every loss that ``ops.dispatch`` serves), whether
 the size is known when tracing or only when running (a ``tf.cond``). Which path ran is
 observed by counting kernel launches.
 """
@@ -166,18 +167,36 @@ def test_xla_runs_tensorflow_ops_whatever_the_threshold(launches):
 
 
 class Case(NamedTuple):
-    shape: tuple
+    loss: str  # fusedloss.<loss>(y_true, y_pred, 1.0): delta or margin 1
+    shape: tuple  # y_pred's
     dtype: type
     upstream_scale: float  # the gradient of upstream_scale * sum(loss): upstream != 1 too
     rtol: float
 
 
 CASES = (
-    Case((41, 401), np.float32, 1.0, 2e-6),
-    Case((41, 401), np.float32, 2.0, 2e-6),
-    Case((3, 5, 7), np.float64, 2.0, 1e-13),
-    Case((1, 1), np.float32, 1.0, 2e-6),
+    Case("huber", (41, 401), np.float32, 1.0, 2e-6),
+    Case("huber", (41, 401), np.float32, 2.0, 2e-6),
+    Case("huber", (3, 5, 7), np.float64, 2.0, 1e-13),
+    Case("huber", (1, 1), np.float32, 1.0, 2e-6),
+    Case("contrastive", (41, 7), np.float32, 2.0, 2e-6),
+    Case("contrastive", (33, 1), np.float64, 1.0, 1e-13),
+    Case("embedding_contrastive", (41, 2, 13), np.float32, 2.0, 1e-5),
+    Case("embedding_contrastive", (9, 2, 5), np.float64, 1.0, 1e-12),
 )
+
+
+def _case_inputs(case):
+    """``(y_true, y_pred)`` for ``case.loss``, both sides of its kinks."""
+    rng = np.random.default_rng(4)
+    if case.loss == "huber":
+        return _inputs(case.shape, case.dtype)
+    if case.loss == "contrastive":
+        labels = rng.random(case.shape) < 0.5
+        return labels.astype(case.dtype), (1.2 * np.abs(rng.standard_normal(case.shape))).astype(case.dtype)
+    labels = rng.random(case.shape[0]) < 0.5  # one per pair, distances around 1
+    pairs = rng.standard_normal(case.shape) / np.sqrt(case.shape[-1])
+    return labels.astype(case.dtype), pairs.astype(case.dtype)
 
 
 def _loss_and_gradient(loss_fn, y_true, y_pred, upstream_scale):
@@ -193,20 +212,23 @@ def _loss_and_gradient(loss_fn, y_true, y_pred, upstream_scale):
 def test_both_paths_agree_with_each_other_and_the_reference(case, batch_known, launches):
     # Thresholds at the size and just above it: with an unknown batch (of more than one
     # row) both paths are then the two branches of the run-time tf.cond.
-    y_true, y_pred = _inputs(case.shape, case.dtype)
+    y_true, y_pred = _case_inputs(case)
     size = int(np.prod(case.shape))
-    spec = tf.TensorSpec(list(case.shape) if batch_known else [None, *case.shape[1:]], case.dtype)
-    body = functools.partial(_loss_and_gradient, functools.partial(fusedloss.huber, delta=1.0))
+    specs = [
+        tf.TensorSpec(array.shape if batch_known else (None, *array.shape[1:]), case.dtype) for array in (y_true, y_pred)
+    ]
+    loss_fn = getattr(fusedloss, case.loss)
+    body = functools.partial(_loss_and_gradient, lambda t, p: loss_fn(t, p, 1.0))
     results = {}
     for threshold, path in ((size, "fused"), (size + 1, "composite")):
         fusedloss.set_min_fused_size(threshold)
-        traced = tf.function(lambda t, p: body(t, p, case.upstream_scale), input_signature=[spec, spec])
+        traced = tf.function(lambda t, p: body(t, p, case.upstream_scale), input_signature=specs)
         if not batch_known and case.shape[0] > 1:
             assert _graph_op_types(traced) & {"If", "StatelessIf"}
         before = launches()
         results[path] = [value.numpy() for value in traced(y_true, y_pred)]
         assert launches() - before == (1 if path == "fused" else 0)
-    expected_loss, expected_grad = reference.huber(y_true, y_pred)
+    expected_loss, expected_grad = getattr(reference, case.loss)(y_true, y_pred, 1.0)
     expected_grad = case.upstream_scale * expected_grad
     for fused, composite, expected in zip(results["fused"], results["composite"], (expected_loss, expected_grad)):
         atol = case.rtol * np.abs(expected).max()
@@ -293,8 +315,11 @@ def test_unit_upstream_seen_in_the_graph_needs_no_rescale(batch_known):
 
     unreduced = _graph_ops(tf.function(functools.partial(gradient, reduce=False)), spec, spec)
     reduced = _graph_ops(tf.function(functools.partial(gradient, reduce=True)), spec, spec)
-    assert unreduced.count("PyFuncStateless") == 1  # the forward's kernel only
-    assert reduced.count("PyFuncStateless") == 2  # and the rescale
+    # Unreduced: the forward's kernel call and nothing else; reduced (upstream 1/4):
+    # the rescale too, a run-time choice between the saved gradient and its product.
+    assert unreduced.count("PyFuncStateless") == 1
+    assert not {"If", "StatelessIf"} & set(unreduced)
+    assert {"If", "StatelessIf"} & set(reduced)
     y_true, y_pred = _inputs((4, 9))
     expected = reference.huber(y_true, y_pred)[1]
     np.testing.assert_allclose(tf.function(functools.partial(gradient, reduce=False))(y_true, y_pred), expected, rtol=2e-6)

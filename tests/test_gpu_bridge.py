@@ -238,7 +238,7 @@ def test_no_tensors_are_kept_for_a_gradient_nobody_asks_for(host_as_gpu):
 def test_an_op_placed_on_the_host_after_all_runs_the_cpu_kernels(monkeypatch):
     monkeypatch.setenv("FUSEDLOSS_BACKEND", "auto")
     y_true, y_pred = random_pair((4, 9), tf.float64, seed=7)
-    loss, grad = gpu_bridge._run_on_device("huber", (1.0,), y_true, y_pred)
+    loss, grad = gpu_bridge._run_on_device("huber", (1.0,), 1, y_true, y_pred)
     want_loss, want_grad = reference.huber(y_true.numpy(), y_pred.numpy(), 1.0)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-12)

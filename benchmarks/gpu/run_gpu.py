@@ -163,7 +163,8 @@ LOSSES = [
     Loss("huber", _regression_inputs, _huber_values, _huber_slopes),
     Loss("weighted_sigmoid_cross_entropy", _binary_label_inputs, _wsce_values, _wsce_slopes),
     Loss("contrastive", _distance_inputs, _contrastive_values, _contrastive_slopes),
-    Loss("embedding_contrastive", _distance_inputs),
+    # (batch, 2, dim) pairs do not fit this script's row-shaped inputs and outputs yet.
+    Loss("embedding_contrastive", None),
 ]
 
 
@@ -180,7 +181,9 @@ def present_losses(notes):
     for loss in LOSSES:
         launcher = getattr(cuda_kernels, loss.name, None)
         want = getattr(reference, loss.name, None)
-        if launcher is None:
+        if loss.inputs is None:
+            notes.append(f"{loss.name}: skipped, pair-shaped inputs are not wired into this script yet")
+        elif launcher is None:
             notes.append(f"{loss.name}: skipped, not in fusedloss.kernels.cuda yet")
         elif want is None:
             notes.append(f"{loss.name}: skipped, no float64 reference in fusedloss.kernels.reference")

@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import math as scalar_math
-from .layout import check_output, row_layout
+from .layout import check_output, pair_layout, row_layout
 
 # numba picks its threading layer at the first parallel launch, preferring TBB. OpenMP
 # launches a parallel loop in ~3 us on these machines, the workqueue layer in 100-160 us
@@ -46,7 +46,16 @@ def _row_kernel(elementwise):
         n_rows, n_columns = y_pred.shape
         zero = inv_n - inv_n  # 0 in the arrays' dtype, so sums stay in that dtype
         n_chunks = (n_columns + COLUMNS_PER_TASK - 1) // COLUMNS_PER_TASK
-        if n_chunks <= 1:
+        if n_columns == 1:
+            # (batch, 1), the usual shape of a Keras target: one loop over every element,
+            # which LLVM vectorises (it cannot vectorise the row loop below). The mean
+            # of one value is the value: inv_n is 1.
+            for row in prange(n_rows):
+                value, slope = element(y_true[row, 0], y_pred[row, 0], 0, params)
+                loss_out[row] = value
+                if grad_out is not None:
+                    grad_out[row, 0] = slope
+        elif n_chunks <= 1:
             for row in prange(n_rows):
                 total = zero
                 for column in range(n_columns):
@@ -123,3 +132,132 @@ def huber(y_true, y_pred, delta=1.0, *, with_grad=True, loss_out=None, grad_out=
     """
     params = (y_pred.dtype.type(delta),)
     return run_rows(_huber_rows, y_true, y_pred, params, with_grad, loss_out, grad_out)
+
+
+_contrastive_rows = _row_kernel(scalar_math.contrastive)
+
+
+def contrastive(y_true, y_pred, margin=1.0, *, with_grad=True, loss_out=None, grad_out=None):
+    """Per-row contrastive loss of distances (mean over the last axis) and its gradient
+    w.r.t. the distances ``y_pred``; ``y_true = 1`` marks a similar pair. Same contract
+    as ``huber``."""
+    params = (y_pred.dtype.type(margin),)
+    return run_rows(_contrastive_rows, y_true, y_pred, params, with_grad, loss_out, grad_out)
+
+
+# ---------------------------------------------------------------------------------
+# Contrastive loss fused from the two embeddings of each pair: a reduction over the
+# embedding axis, then the gradient of both embeddings, so it has its own kernel.
+
+# Per-pair scalar work and the gradient loop are compiled without "reassoc": it
+# would let LLVM reorder (label * d) * d into label * (d * d), NaN where d**2
+# overflows, and hoist slope * inv_scale * inv_norm out of the gradient loop, a
+# product that can overflow where slope times the bounded unit direction cannot.
+# Only the sum of squares needs "reassoc" (to vectorise).
+ORDERED_FASTMATH = {"contract"}
+_pair_distance = njit(inline="always", fastmath=ORDERED_FASTMATH)(scalar_math.pair_distance)
+_contrastive_element = njit(inline="always", fastmath=ORDERED_FASTMATH)(scalar_math.contrastive)
+
+
+@njit(fastmath=ORDERED_FASTMATH, error_model="numpy")
+def _pair_loss(label, squared_distance, pairs, pair, params):
+    distance, inv_scale, inv_norm = _pair_distance(squared_distance, pairs, pair)
+    value, slope = _contrastive_element(label, distance, 0, params)
+    return value, slope, inv_scale, inv_norm
+
+
+@njit(fastmath=ORDERED_FASTMATH, error_model="numpy")
+def _write_pair_gradient(pairs, pair, slope, inv_scale, inv_norm, grad_out):
+    # dL/da = dL/dd * (a - b) / d ; dL/db = -dL/da
+    for k in range(pairs.shape[2]):
+        unit = ((float(pairs[pair, 0, k]) - float(pairs[pair, 1, k])) * inv_scale) * inv_norm
+        slope_a = slope * unit
+        grad_out[pair, 0, k] = slope_a
+        grad_out[pair, 1, k] = -slope_a
+
+
+@njit(parallel=True, fastmath=FASTMATH, error_model="numpy")
+def _embedding_contrastive_pairs(labels, pairs, params, loss_out, grad_out):
+    # Everything is computed in float64: a float32 difference squared can neither
+    # underflow nor overflow there, so float32 pairs never need the rescaled path
+    # except at distance 0.
+    for pair in prange(pairs.shape[0]):
+        squared_distance = 0.0
+        for k in range(pairs.shape[2]):
+            difference = float(pairs[pair, 0, k]) - float(pairs[pair, 1, k])
+            squared_distance += difference * difference
+        value, slope, inv_scale, inv_norm = _pair_loss(float(labels[pair]), squared_distance, pairs, pair, params)
+        loss_out[pair] = value
+        if grad_out is not None:
+            _write_pair_gradient(pairs, pair, slope, inv_scale, inv_norm, grad_out)
+
+
+def run_pairs(kernel, y_true, pairs, params, with_grad, loss_out, grad_out):
+    """``run_rows`` for kernels over ``(batch, 2, dim)`` pairs: loss shape ``(batch,)``."""
+    n_pairs, _ = pair_layout(y_true, pairs)
+    dtype = pairs.dtype
+    if loss_out is None:
+        loss_out = np.empty(n_pairs, dtype)
+    check_output("loss_out", loss_out, (n_pairs,), dtype)
+    if with_grad:
+        if grad_out is None:
+            grad_out = np.empty(pairs.shape, dtype)
+        check_output("grad_out", grad_out, pairs.shape, dtype)
+    else:
+        grad_out = None
+    kernel(np.ascontiguousarray(y_true).reshape(n_pairs), np.ascontiguousarray(pairs), params, loss_out, grad_out)
+    return loss_out, grad_out
+
+
+def embedding_contrastive(y_true, pairs, margin=1.0, *, with_grad=True, loss_out=None, grad_out=None):
+    """Per-pair contrastive loss of ``d = ||pairs[:, 0] - pairs[:, 1]||`` and its
+    gradient w.r.t. ``pairs``, in one pass.
+
+    ``y_true``: ``(batch,)`` or ``(batch, 1)``, 1 for a similar pair; ``pairs``:
+    ``(batch, 2, dim)``, the same float dtype. At ``d = 0`` the gradient is 0 (see
+    ``math.pair_distance``). Returns ``(loss, grad)`` of shapes ``(batch,)`` and
+    ``pairs.shape``; ``grad`` is None when ``with_grad`` is False.
+    """
+    params = (float(margin),)
+    return run_pairs(_embedding_contrastive_pairs, y_true, pairs, params, with_grad, loss_out, grad_out)
+
+
+# ---------------------------------------------------------------------------------
+# The backward pass of every fused loss: the saved gradient times the upstream one.
+
+
+@njit(parallel=True, error_model="numpy")
+def _scale_rows(factors, grad, out):
+    n_rows, n_columns = grad.shape
+    if n_columns == 1:
+        for row in prange(n_rows):  # one loop over all elements, so that it vectorises
+            out[row, 0] = factors[row] * grad[row, 0]
+    else:
+        for row in prange(n_rows):
+            factor = factors[row]
+            for column in range(n_columns):
+                out[row, column] = factor * grad[row, column]
+
+
+def scale_rows(factors, grad, out=None):
+    """``factors[..., None, ...] * grad`` into ``out``: ``factors`` has the shape of
+    ``grad``'s leading axes (a loss's shape), one factor per loss element.
+
+    The bridge's backward pass. Written here rather than as a TensorFlow multiply
+    because TensorFlow allocates a fresh output for every step, and on these machines
+    the first write to fresh memory costs several times the multiply itself; ``out``
+    can be a reused buffer.
+    """
+    if grad.shape[: factors.ndim] != factors.shape or factors.dtype != grad.dtype:
+        raise ValueError(
+            f"factors must have grad's leading shape and dtype, got factors {factors.shape} {factors.dtype} "
+            f"and grad {grad.shape} {grad.dtype}"
+        )
+    if out is None:
+        out = np.empty(grad.shape, grad.dtype)
+    check_output("out", out, grad.shape, grad.dtype)
+    n_rows = factors.size
+    if n_rows and grad.size:
+        rows = (n_rows, grad.size // n_rows)
+        _scale_rows(np.ascontiguousarray(factors).reshape(n_rows), np.ascontiguousarray(grad).reshape(rows), out.reshape(rows))
+    return out

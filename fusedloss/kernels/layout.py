@@ -43,3 +43,28 @@ def check_output(name, out, shape, dtype):
             f"{name} must be C-contiguous with shape {tuple(shape)} and dtype {dtype}, "
             f"got {tuple(out.shape)} {out.dtype}"
         )
+
+
+def pair_layout(y_true, pairs):
+    """Check labels and stacked embedding pairs; return ``(n_pairs, dim)``.
+
+    ``pairs`` must have shape ``(batch, 2, dim)`` and ``y_true`` shape ``(batch,)`` or
+    ``(batch, 1)``, both float32 or both float64. Raises ``ValueError`` naming both
+    shapes otherwise (``TypeError`` for dtypes, as ``row_layout`` does).
+    """
+    if len(pairs.shape) != 3 or pairs.shape[1] != 2:
+        raise ValueError(
+            f"pairs must have shape (batch, 2, dim): the two embeddings of each pair stacked "
+            f"on axis 1, got {tuple(pairs.shape)}"
+        )
+    n_pairs = int(pairs.shape[0])
+    if tuple(y_true.shape) not in ((n_pairs,), (n_pairs, 1)):
+        raise ValueError(
+            f"y_true must have shape ({n_pairs},) or ({n_pairs}, 1), one label per pair, got "
+            f"y_true {tuple(y_true.shape)} and pairs {tuple(pairs.shape)}"
+        )
+    if np.dtype(pairs.dtype) not in SUPPORTED_DTYPES:
+        raise TypeError(f"pairs must be float32 or float64, got {np.dtype(pairs.dtype)}")
+    if y_true.dtype != pairs.dtype:
+        raise TypeError(f"y_true must have the pairs' dtype {pairs.dtype}, got {y_true.dtype}")
+    return n_pairs, int(pairs.shape[2])

@@ -16,3 +16,36 @@ def huber(y_true, y_pred, delta=1.0):
         values = np.where(quadratic, 0.5 * error**2, delta * np.abs(error) - 0.5 * delta**2)
         slopes = np.where(quadratic, error, delta * error / np.abs(error))
     return values.mean(axis=-1), slopes / n
+
+
+def _contrastive_terms(y_true, distance, margin):
+    hinge = np.maximum(margin - distance, 0.0)
+    values = y_true * distance * distance + (1.0 - y_true) * hinge**2
+    slopes = 2.0 * y_true * distance - 2.0 * (1.0 - y_true) * hinge
+    return values, slopes
+
+
+def contrastive(y_true, y_pred, margin=1.0):
+    """Contrastive loss of distances ``y_pred`` (``y_true = 1``: similar pair)."""
+    distance = np.asarray(y_pred, np.float64)
+    values, slopes = _contrastive_terms(np.asarray(y_true, np.float64), distance, margin)
+    n = distance.shape[-1]
+    return values.mean(axis=-1), slopes / n
+
+
+def embedding_contrastive(y_true, pairs, margin=1.0):
+    """Contrastive loss of ``d = ||pairs[:, 0] - pairs[:, 1]||``, with the gradient
+    w.r.t. ``pairs``; at ``d = 0`` the gradient is taken to be 0."""
+    pairs = np.asarray(pairs, np.float64)
+    labels = np.asarray(y_true, np.float64).reshape(pairs.shape[0])
+    difference = pairs[:, 0, :] - pairs[:, 1, :]
+    # Scaled by the largest component, so tiny or huge differences neither underflow
+    # nor overflow when squared.
+    scale = np.abs(difference).max(axis=-1, initial=0.0)
+    safe_scale = np.where(scale > 0, scale, 1.0)
+    distance = scale * np.sqrt(((difference / safe_scale[:, None]) ** 2).sum(axis=-1))
+    values, slopes = _contrastive_terms(labels, distance, margin)
+    safe_distance = np.where(distance > 0, distance, 1.0)
+    direction = np.where(distance[:, None] > 0, difference / safe_distance[:, None], 0.0)
+    grad_a = slopes[:, None] * direction
+    return values, np.stack([grad_a, -grad_a], axis=1)

@@ -44,7 +44,7 @@ def simulated_run(tmp_path_factory):
 
 def test_every_present_kernel_passes_every_shape(simulated_run):
     report, _, _ = simulated_run
-    present = [loss.name for loss in run_gpu.LOSSES if hasattr(cuda_kernels, loss.name)]
+    present = [loss.name for loss in run_gpu.LOSSES if loss.inputs is not None and hasattr(cuda_kernels, loss.name)]
     assert "huber" in present
     rows = report["correctness"]
     for name in present:
