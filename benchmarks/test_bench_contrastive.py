@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import fusedloss
 
-from contrastive_compare import tf_contrastive, tf_embedding_contrastive, training_step
+from benchmarks.contrastive_compare import tf_contrastive, tf_embedding_contrastive, training_step
 
 VARIANTS = {
     "fused": lambda fused, tf_ops: training_step(fused, False),

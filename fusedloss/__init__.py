@@ -1,10 +1,11 @@
 """fusedloss: loss and gradient in one pass, as drop-in Keras losses.
 
 Public API: the Keras loss classes, their functional forms (per-sample losses,
-differentiable) and ``backend()``.
+differentiable), ``backend()`` and the size below which losses run as TensorFlow ops
+(``min_fused_size()``, ``set_min_fused_size(n)``).
 """
 
-from .backends import backend
+from .backends import backend, min_fused_size, set_min_fused_size
 from .losses import ContrastiveLoss, EmbeddingContrastiveLoss, Huber, WeightedSigmoidCrossEntropy
 from .ops import contrastive, embedding_contrastive, huber, weighted_sigmoid_cross_entropy
 
@@ -19,5 +20,7 @@ __all__ = [
     "contrastive",
     "embedding_contrastive",
     "huber",
+    "min_fused_size",
+    "set_min_fused_size",
     "weighted_sigmoid_cross_entropy",
 ]

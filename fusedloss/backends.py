@@ -7,9 +7,13 @@ back). ``cuda`` runs the CUDA kernels wherever the tensors are (host tensors are
 copied to the GPU and back) and raises ``RuntimeError`` saying why where no GPU is
 usable. The CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) counts as a GPU only when
 asked for by name: it exists to test kernels, not to train.
+
+When they run: ``FUSEDLOSS_MIN_FUSED_SIZE`` (or ``set_min_fused_size``), the size below
+which a loss runs as TensorFlow ops instead, see ``min_fused_size``.
 """
 
 import functools
+import math
 import os
 import re
 
@@ -77,3 +81,53 @@ def kernels(device=None):
     from .kernels import cpu
 
     return cpu
+
+
+# ---------------------------------------------------------------------------------
+# When the fused kernel is worth its call
+
+# Below this many elements of y_pred, TensorFlow's own ops beat the bridge: its fixed
+# cost per call (numpy_function hand-offs, the Python launcher; ~0.2 ms on a quiet
+# 2-core CPU, more on a loaded one) exceeds what one fused pass saves. `python -m
+# benchmarks` reports the crossover of "bridge" and "tf-function" per loss; on the
+# 2-core CPU it was 1e4..6e4 elements for Huber, so 1e5 keeps every measured loss at
+# least as fast as native tf.function with a margin for noisier machines.
+DEFAULT_MIN_FUSED_SIZE = 100_000
+
+_min_fused_size_override = None
+
+
+def _parse_size(name, value):
+    """A count of elements: a whole number >= 0, given as a number or text ("1e6" too)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not number.is_integer() or number < 0:
+        raise ValueError(f"{name} must be a whole number of elements >= 0, got {value!r}")
+    return int(number)
+
+
+def min_fused_size():
+    """The smallest ``y_pred`` (in elements) that runs the fused kernel; smaller ones
+    run the same math as TensorFlow ops.
+
+    ``set_min_fused_size(n)`` decides if it was called, else ``FUSEDLOSS_MIN_FUSED_SIZE``,
+    else ``DEFAULT_MIN_FUSED_SIZE``; 0 means always fused. Read when a loss is traced,
+    so a ``tf.function`` already traced keeps the value it was traced with.
+    """
+    if _min_fused_size_override is not None:
+        return _min_fused_size_override
+    value = os.environ.get("FUSEDLOSS_MIN_FUSED_SIZE", "").strip()
+    if not value:
+        return DEFAULT_MIN_FUSED_SIZE
+    return _parse_size("FUSEDLOSS_MIN_FUSED_SIZE", value)
+
+
+def set_min_fused_size(size):
+    """Override ``min_fused_size()`` for this process; ``None`` goes back to the
+    environment variable or the default. Returns the previous override (or None)."""
+    global _min_fused_size_override
+    previous = _min_fused_size_override
+    _min_fused_size_override = None if size is None else _parse_size("min_fused_size", size)
+    return previous

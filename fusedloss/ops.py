@@ -6,8 +6,10 @@ calls one fused kernel through ``tf.numpy_function`` that writes the loss *and* 
 gradient; its backward only rescales that saved gradient by the upstream gradient,
 and skips even that when the upstream is exactly 1.
 
-Inside an XLA-compiled function, where ``tf.numpy_function`` cannot run, the same
-math is computed with TensorFlow ops instead (XLA fuses them itself).
+Inside an XLA-compiled function, where ``tf.numpy_function`` cannot run, and for
+inputs below ``backends.min_fused_size()`` elements, where the bridge's fixed cost
+exceeds what fusing saves, the same math is computed with TensorFlow ops instead
+(``dispatch``).
 
 Tensors on a GPU take ``gpu_bridge.forward`` instead of ``tf.numpy_function``: the
 CUDA kernel then runs on TensorFlow's device buffers without host copies.
@@ -15,12 +17,14 @@ CUDA kernel then runs on TensorFlow's device buffers without host copies.
 
 import functools
 import math
+import warnings
 
 import numpy as np
 import tensorflow as tf
 
 from . import gpu_bridge
 from .backends import kernels as backend_kernels
+from .backends import min_fused_size
 from .buffers import pool
 
 
@@ -156,14 +160,27 @@ def _scale_saved_grad(upstream, saved_grad):
     return cpu.scale_rows(upstream, saved_grad, out=pool.take(saved_grad.shape, saved_grad.dtype))
 
 
+def _known_to_be_ones(upstream):
+    """True when the graph itself says every upstream value is 1: ``tape.gradient`` of
+    an unreduced loss seeds it with a constant (static shape) or a ``Fill`` of 1."""
+    value = tf.get_static_value(upstream)
+    if value is not None:
+        return bool(np.all(value == 1))
+    op = getattr(upstream, "op", None)
+    return op is not None and op.type == "Fill" and tf.get_static_value(op.inputs[1]) == 1
+
+
 def rescale(upstream, saved_grad):
     """``upstream[..., None, ...] * saved_grad``, or ``saved_grad`` itself when every
-    upstream value is exactly 1 (``tape.gradient`` of an unreduced loss).
+    upstream value is exactly 1 (``tape.gradient`` of an unreduced loss): decided when
+    tracing where the graph shows it (no op at all), else per call.
 
     The product is a kernel writing into a pooled buffer, not a TensorFlow multiply:
     TensorFlow's fresh output for every step cost more than the whole fused forward
     (page faults; 150 ms for 1e5 x 2 x 128 float32 against 37 ms for the kernel).
     """
+    if _known_to_be_ones(upstream):
+        return saved_grad
     upstream = tf.cast(upstream, saved_grad.dtype)
 
     def scaled():
@@ -205,6 +222,49 @@ def fused_loss(loss_name, y_true, y_pred, params, reduced_axes=1):
     return loss_and_saved_grad(y_true, y_pred)
 
 
+@functools.lru_cache(maxsize=None)
+def _warn_once_about_xla():
+    warnings.warn(
+        "fusedloss: inside an XLA-compiled function (jit_compile=True, Keras's default "
+        "when a GPU is visible) the fused kernels cannot run; the same loss is computed "
+        "with TensorFlow ops, which XLA fuses. Compile with jit_compile=False to use the "
+        "fused kernels.",
+        stacklevel=3,
+    )
+
+
+def dispatch(loss_name, y_true, y_pred, params, composite, **fused_options):
+    """``fused_loss(loss_name, ..., **fused_options)``, or ``composite(y_true, y_pred)``
+    (the same math as TensorFlow ops, with the same values and gradients) where the
+    kernel cannot run or would be slower: inside XLA, and below ``min_fused_size()``
+    elements of ``y_pred``.
+
+    The size is read from the static shape when the known dimensions decide it (all
+    known, or already >= the threshold); otherwise, as in a Keras train step traced with
+    an unknown batch size, a ``tf.cond`` on the runtime size picks the branch per call.
+    Labels and predictions of one rank whose shapes turn out to differ at run time
+    also take the kernel's branch, whose launcher rejects them naming both, where
+    TensorFlow's ops might broadcast them.
+    """
+    if _in_xla_context():
+        _warn_once_about_xla()
+        return composite(y_true, y_pred)
+    threshold = min_fused_size()
+    known_size = 0 if y_pred.shape.rank is None else math.prod(dim for dim in y_pred.shape if dim is not None)
+    if known_size >= threshold:
+        return fused_loss(loss_name, y_true, y_pred, params, **fused_options)
+    if y_pred.shape.is_fully_defined():
+        return composite(y_true, y_pred)
+    use_kernel = tf.size(y_pred, out_type=tf.int64) >= threshold
+    if y_true.shape.rank == y_pred.shape.rank:
+        use_kernel = tf.logical_or(use_kernel, tf.reduce_any(tf.not_equal(tf.shape(y_true), tf.shape(y_pred))))
+    return tf.cond(
+        use_kernel,
+        lambda: fused_loss(loss_name, y_true, y_pred, params, **fused_options),
+        lambda: composite(y_true, y_pred),
+    )
+
+
 # ---------------------------------------------------------------------------------
 # Huber
 
@@ -213,7 +273,7 @@ def _huber_composite(y_true, y_pred, delta):
     """Huber with TensorFlow ops, for XLA: the same formula as ``kernels.math.huber``."""
     error = y_pred - y_true
     abs_error = tf.abs(error)
-    delta = tf.cast(delta, y_pred.dtype)
+    delta = tf.convert_to_tensor(delta, y_pred.dtype)  # tf.cast would round a Python float to float32 first
     values = tf.where(abs_error <= delta, 0.5 * tf.square(error), delta * abs_error - 0.5 * delta * delta)
     return tf.reduce_mean(values, axis=-1)
 
@@ -240,9 +300,7 @@ def huber(y_true, y_pred, delta=1.0):
     """
     delta = check_parameter("delta", delta)
     y_true, y_pred = prepare(y_true, y_pred)
-    if _in_xla_context():
-        return _huber_composite(y_true, y_pred, delta)
-    return fused_loss("huber", y_true, y_pred, (delta,))
+    return dispatch("huber", y_true, y_pred, (delta,), functools.partial(_huber_composite, delta=delta))
 
 
 # ---------------------------------------------------------------------------------
@@ -251,7 +309,7 @@ def huber(y_true, y_pred, delta=1.0):
 
 def _contrastive_values(y_true, distance, margin):
     """Per-pair contrastive terms with TensorFlow ops: ``kernels.math.contrastive``."""
-    hinge = tf.maximum(tf.cast(margin, distance.dtype) - distance, 0)
+    hinge = tf.maximum(tf.convert_to_tensor(margin, distance.dtype) - distance, 0)  # not tf.cast: via float32
     return y_true * distance * distance + (1 - y_true) * tf.square(hinge)
 
 
@@ -301,9 +359,7 @@ def contrastive(y_true, y_pred, margin=1.0):
     """
     margin = check_margin(margin)
     y_true, y_pred = prepare(y_true, y_pred)
-    if _in_xla_context():
-        return _contrastive_composite(y_true, y_pred, margin)
-    return fused_loss("contrastive", y_true, y_pred, (margin,))
+    return dispatch("contrastive", y_true, y_pred, (margin,), functools.partial(_contrastive_composite, margin=margin))
 
 
 # ---------------------------------------------------------------------------------
@@ -398,9 +454,8 @@ def embedding_contrastive(y_true, pairs, margin=1.0):
     """
     margin = check_margin(margin)
     y_true, pairs = prepare_pairs(y_true, pairs)
-    if _in_xla_context():
-        return _embedding_contrastive_composite(y_true, pairs, margin)
-    return fused_loss("embedding_contrastive", y_true, pairs, (margin,), reduced_axes=2)
+    composite = functools.partial(_embedding_contrastive_composite, margin=margin)
+    return dispatch("embedding_contrastive", y_true, pairs, (margin,), composite, reduced_axes=2)
 
 
 # ---------------------------------------------------------------------------------
@@ -488,7 +543,8 @@ def weighted_sigmoid_cross_entropy(y_true, y_pred, pos_weight=1.0, label_smoothi
     label_smoothing = check_label_smoothing(label_smoothing)
     y_true, y_pred = prepare(y_true, y_pred)
     _check_class_count(pos_weight, y_pred)
-    if _in_xla_context():
-        return _weighted_sigmoid_cross_entropy_composite(y_true, y_pred, pos_weight, label_smoothing)
     kernel_weight = np.asarray(pos_weight, np.float64) if isinstance(pos_weight, tuple) else pos_weight
-    return fused_loss("weighted_sigmoid_cross_entropy", y_true, y_pred, (kernel_weight, label_smoothing))
+    composite = functools.partial(
+        _weighted_sigmoid_cross_entropy_composite, pos_weight=pos_weight, label_smoothing=label_smoothing
+    )
+    return dispatch("weighted_sigmoid_cross_entropy", y_true, y_pred, (kernel_weight, label_smoothing), composite)

@@ -1,0 +1,136 @@
+"""``python -m benchmarks [--quick | --smoke] [--output DIR] [--losses a,b] [--providers a,b]``
+
+Runs the suite in ``benchmarks/`` with a progress bar, prints the results table and
+writes to ``DIR`` (default ``results/``): ``<mode>.json`` (pytest-benchmark's JSON, every
+round's time included), ``<mode>.md`` (the table, crossovers and targets) and
+``<mode>.png`` (time and speed-up against size, one panel per loss).
+
+Modes: the default runs every size from 1e3 to 1e7 elements (two per decade) and the
+three workloads (~10 minutes on 2 cores); ``--quick`` the sizes 1e3, 1e5, 1e6 and 1e7
+with a smaller timing budget and no workloads (under 2 minutes); ``--smoke`` one tiny size, one round per case: every provider's
+correctness is checked, nothing meaningful is timed (for CI, a few seconds after
+numba's compilation).
+
+The exit status is pytest's: non-zero when any provider disagreed with the reference.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import use_cpu_only
+
+use_cpu_only()
+
+import pytest  # noqa: E402
+
+SUITE = Path(__file__).resolve().parent
+
+
+class ProgressPlugin:
+    """A rich progress bar in place of pytest's own output; failures and skip reasons
+    are kept for the summary."""
+
+    def __init__(self, console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}", style="bold"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[current]}"),
+            console=console,
+            transient=False,
+        )
+        self.task = None
+        self.failures = []
+        self.skip_reasons = {}
+        self.passed = 0
+
+    def pytest_collection_finish(self, session):
+        self.progress.start()
+        self.task = self.progress.add_task("benchmarks", total=len(session.items), current="")
+
+    def pytest_runtest_logstart(self, nodeid, location):
+        self.progress.update(self.task, current=nodeid.split("[", 1)[-1].rstrip("]"))
+
+    def pytest_runtest_logreport(self, report):
+        if report.failed:
+            self.failures.append((report.nodeid, report.when, report.longreprtext))
+        elif report.skipped and report.when == "setup":
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            reason = reason.removeprefix("Skipped: ")
+            self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + 1
+        elif report.passed and report.when == "call":
+            self.passed += 1
+        if report.when == "teardown":
+            self.progress.advance(self.task)
+
+    def pytest_internalerror(self, excrepr):
+        self.failures.append(("pytest", "internal", str(excrepr)))
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self.failures.append((report.nodeid, "collect", report.longreprtext))
+
+    def pytest_sessionfinish(self, session):
+        self.progress.stop()
+
+
+def parse_arguments(argv):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[1])
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--quick", action="store_const", dest="mode", const="quick", help="under 2 minutes")
+    modes.add_argument("--smoke", action="store_const", dest="mode", const="smoke", help="correctness only, for CI")
+    parser.add_argument("--output", type=Path, default=Path("results"), help="results folder (default: results/)")
+    parser.add_argument("--losses", default="", help="comma-separated loss names (default: all)")
+    parser.add_argument("--providers", default="", help="comma-separated providers (default: all)")
+    parser.set_defaults(mode="full")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    arguments = parse_arguments(argv)
+    from rich.console import Console
+
+    from . import report  # TensorFlow comes with it: not for --help
+    console = Console()
+    console.width = max(console.width, 150)  # the table's 15 columns, also when piped
+    arguments.output.mkdir(parents=True, exist_ok=True)
+    json_path = arguments.output / f"{arguments.mode}.json"
+    plugin = ProgressPlugin(console)
+    console.print(f"[bold]fusedloss CPU benchmarks[/], {arguments.mode} run -> {arguments.output}/")
+    exit_code = pytest.main(
+        [
+            str(SUITE / "test_losses.py"),
+            f"--rootdir={SUITE.parent}",
+            "-o", "addopts=",
+            "-p", "no:terminal",
+            "-p", "no:cacheprovider",
+            f"--run-mode={arguments.mode}",
+            f"--losses={arguments.losses}",
+            f"--providers={arguments.providers}",
+            f"--benchmark-json={json_path}",
+            "--benchmark-disable-gc",
+            "--benchmark-quiet",
+        ],
+        plugins=[plugin],
+    )
+    for reason, count in plugin.skip_reasons.items():
+        console.print(f"[yellow]skipped {count} cases[/]: {reason}")
+    for nodeid, when, text in plugin.failures:
+        console.rule(f"[red]FAILED {nodeid} ({when})")
+        console.print(text, markup=False, highlight=False)
+    if plugin.passed and json_path.exists():
+        stem = arguments.output / arguments.mode
+        report.write(json_path, stem.with_suffix(".md"), stem.with_suffix(".png"), console, timed=arguments.mode != "smoke")
+    if plugin.failures:
+        console.print(f"[bold red]{len(plugin.failures)} failed[/], {plugin.passed} passed")
+    elif exit_code not in (0, pytest.ExitCode.NO_TESTS_COLLECTED):
+        console.print(f"[bold red]pytest exited with {int(exit_code)}[/]")
+    return int(exit_code) or (1 if plugin.failures else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The suite's options, the cases it generates and the measurements shared by a run."""
+
+from typing import NamedTuple
+
+from . import use_cpu_only
+
+use_cpu_only()
+
+import pytest  # noqa: E402
+
+from . import machine  # noqa: E402
+from .providers import MODES, PROVIDERS  # noqa: E402
+from .specs import LOSSES, LOSSES_BY_NAME, RUN_MODES, WORKLOADS, missing_parts  # noqa: E402
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("fusedloss benchmarks")
+    group.addoption("--run-mode", choices=sorted(RUN_MODES), default="quick", help="sizes and timing budget")
+    group.addoption("--losses", default="", help="comma-separated loss names (default: all)")
+    group.addoption("--providers", default="", help=f"comma-separated, of {', '.join(PROVIDERS)} (default: all)")
+
+
+class Case(NamedTuple):
+    spec: object
+    label: str  # the size ("1e+06") or the workload's name
+    shape: tuple
+    mode: str
+    provider: str
+    reduction: str  # "none": gradient of the per-sample loss; "mean": of its mean
+
+    @property
+    def id(self):
+        return f"{self.spec.name}[{self.label}]-{self.mode}-{self.provider}"
+
+
+def _selected(config, option, known):
+    names = [name.strip() for name in config.getoption(option).split(",") if name.strip()]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise pytest.UsageError(f"--{option.lstrip('-')}: unknown {', '.join(unknown)}; known: {', '.join(known)}")
+    return names or list(known)
+
+
+def _bridge_is_fusedloss(shape):
+    """At and above the threshold, ``fusedloss`` already runs the bridge: timing
+    ``bridge`` too would measure the same thing twice."""
+    import math
+
+    import fusedloss
+
+    return math.prod(shape) >= fusedloss.min_fused_size()
+
+
+def cases(config):
+    run_mode = RUN_MODES[config.getoption("run_mode")]
+    losses = _selected(config, "--losses", LOSSES_BY_NAME)
+    providers = _selected(config, "--providers", PROVIDERS)
+    shapes = []  # (spec, label, shape, reduction), in run order
+    for spec in LOSSES:
+        if spec.name in losses:
+            shapes += [(spec, f"{size:.0e}", spec.shape_for(size), "none") for size in run_mode.sizes]
+    if run_mode.workloads:
+        shapes += [(LOSSES_BY_NAME[w.loss], w.name, w.shape, "mean") for w in WORKLOADS if w.loss in losses]
+    generated = []
+    for spec, label, shape, reduction in shapes:
+        missing = missing_parts(spec)
+        for mode in MODES:
+            for provider in providers:
+                if provider == "bridge" and _bridge_is_fusedloss(shape) and "fusedloss" in providers:
+                    continue
+                case = Case(spec, label, shape, mode, provider, reduction)
+                marks = [pytest.mark.skip(reason=f"fusedloss lacks {', '.join(missing)}")] if missing else []
+                generated.append(pytest.param(case, id=case.id, marks=marks))
+    return generated
+
+
+def pytest_generate_tests(metafunc):
+    if "case" in metafunc.fixturenames:
+        metafunc.parametrize("case", cases(metafunc.config))
+
+
+@pytest.fixture(scope="session")
+def run_mode(pytestconfig):
+    return RUN_MODES[pytestconfig.getoption("run_mode")]
+
+
+@pytest.fixture(scope="session")
+def bandwidth(run_mode):
+    """``(bytes per second, how measured)``, once per run."""
+    if run_mode.name == "smoke":
+        return machine.measure_bandwidth(nbytes=16 * 2**20, repeats=2, parallel=False)
+    return machine.measure_bandwidth()
+
+
+@pytest.fixture(scope="session")
+def environment():
+    return {"device": machine.device(), "versions": machine.versions()}

@@ -1,0 +1,284 @@
+"""From pytest-benchmark's JSON to a console table, a Markdown report and a plot.
+
+Speed-ups are native time / fusedloss time (> 1: fusedloss is faster). The crossover
+of a loss is the size from which the fused kernel through the bridge is at least as
+fast as native ``tf.function``; below ``fusedloss.min_fused_size()`` the ``fusedloss``
+provider runs TensorFlow ops, so it should never be slower than native there either.
+"""
+
+import json
+import math
+from collections import defaultdict
+from typing import NamedTuple
+
+from .providers import NATIVE_PROVIDERS
+
+# What the project claims, at 1e7 elements, forward+backward, on the CPU.
+# (loss, quantity, bound): quantity "x_floor" must be <= bound, "vs tf-xla" >= bound.
+TARGETS = (
+    ("huber", "x_floor", 1.5),
+    ("huber", "vs tf-xla", 2.0),
+    ("contrastive", "vs tf-xla", 2.0),
+    ("weighted_sigmoid_cross_entropy", "vs tf-xla", 1.5),
+)
+TARGET_LABEL = "1e+07"
+# Timings on shared machines move by ~10% between neighbouring runs: "slower than
+# native" is flagged only beyond that.
+NOISE = 0.10
+
+
+class Result(NamedTuple):
+    op: str
+    label: str
+    mode: str
+    provider: str
+    reduction: str
+    size: int
+    path: str
+    median_s: float
+    spread: float
+    gbps: float
+    x_floor: float
+    floor_s: float
+
+
+def load(json_path):
+    with open(json_path, encoding="utf-8") as file:
+        data = json.load(file)
+    results = []
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        if "median_s" not in info:
+            continue
+        results.append(Result(*(info[field] for field in Result._fields)))
+    return results, data
+
+
+def _group(results):
+    """``{(op, label, mode): {provider: Result}}`` in run order."""
+    groups = defaultdict(dict)
+    for result in results:
+        groups[(result.op, result.label, result.mode)][result.provider] = result
+    return groups
+
+
+def format_time(seconds):
+    if seconds is None:
+        return ""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def _speedup(row, native):
+    fused, other = row.get("fusedloss"), row.get(native)
+    if fused is None or other is None:
+        return None
+    return other.median_s / fused.median_s
+
+
+def _bridge(row):
+    """The bridge's time at this size: ``bridge`` where timed, else ``fusedloss`` on its
+    fused path (the same code)."""
+    if "bridge" in row:
+        return row["bridge"]
+    fused = row.get("fusedloss")
+    return fused if fused is not None and fused.path == "fused" else None
+
+
+COLUMNS = (
+    "loss", "size", "mode", "fusedloss", "±", "path", "GB/s", "x floor",
+    "kernel", "bridge", "tf-eager", "tf-function", "tf-xla", "vs eager", "vs tf.function", "vs XLA",
+)
+
+
+def table_rows(results):
+    rows = []
+    for (op, label, mode), row in _group(results).items():
+        fused = row.get("fusedloss")
+
+        def time_of(provider):
+            return format_time(row[provider].median_s) if provider in row else ""
+
+        bridge = _bridge(row)
+        speedups = [_speedup(row, native) for native in NATIVE_PROVIDERS]
+        rows.append(
+            [
+                op,
+                label,
+                mode,
+                time_of("fusedloss"),
+                f"{100 * fused.spread:.0f}%" if fused else "",
+                fused.path if fused else "",
+                f"{fused.gbps:.1f}" if fused else "",
+                f"{fused.x_floor:.2f}" if fused else "",
+                time_of("kernel"),
+                format_time(bridge.median_s) if bridge else "",
+                *(time_of(native) for native in NATIVE_PROVIDERS),
+                *(f"{s:.2f}x" if s is not None else "" for s in speedups),
+            ]
+        )
+    return rows
+
+
+def crossovers(results):
+    """``{(op, mode): text}``: the size from which the bridge is at least as fast as
+    native ``tf.function`` at every larger size of the sweep (log-interpolated between
+    the two sizes that bracket it)."""
+    sweeps = defaultdict(list)
+    for (op, label, mode), row in _group(results).items():
+        bridge, native = _bridge(row), row.get("tf-function")
+        if bridge is not None and native is not None and bridge.reduction == "none":
+            sweeps[(op, mode)].append((bridge.size, native.median_s / bridge.median_s))
+    found = {}
+    for key, points in sweeps.items():
+        points.sort()
+        if all(ratio >= 1 for _, ratio in points):
+            found[key] = f"<= {points[0][0]:.0e} (the bridge wins at every size measured)"
+            continue
+        if points[-1][1] < 1:
+            found[key] = f"> {points[-1][0]:.0e} (native tf.function wins at every size measured)"
+            continue
+        last_loss = max(i for i, (_, ratio) in enumerate(points) if ratio < 1)
+        (small, r_small), (large, r_large) = points[last_loss], points[last_loss + 1]
+        # ratio is ~linear in log(size) between neighbouring sizes: find where it is 1.
+        fraction = (0 - math.log(r_small)) / (math.log(r_large) - math.log(r_small))
+        crossing = math.exp(math.log(small) + fraction * (math.log(large) - math.log(small)))
+        found[key] = f"~{crossing:.1e} (between {small:.0e} and {large:.0e})"
+    return found
+
+
+def slower_than_native(results):
+    """Cases where ``fusedloss`` took more than ``1 + NOISE`` times native tf.function."""
+    flagged = []
+    for (op, label, mode), row in _group(results).items():
+        speedup = _speedup(row, "tf-function")
+        if speedup is not None and speedup < 1 / (1 + NOISE):
+            flagged.append(f"{op} {label} {mode}: {speedup:.2f}x tf.function ({row['fusedloss'].path})")
+    return flagged
+
+
+def targets(results):
+    lines = []
+    groups = _group(results)
+    for op, quantity, bound in TARGETS:
+        row = groups.get((op, TARGET_LABEL, "fwd+bwd"))
+        if not row or "fusedloss" not in row:
+            lines.append(f"{op} {quantity} {'<=' if quantity == 'x_floor' else '>='} {bound}: not measured")
+            continue
+        if quantity == "x_floor":
+            value, met, text = row["fusedloss"].x_floor, row["fusedloss"].x_floor <= bound, f"x floor <= {bound}"
+        else:
+            value = _speedup(row, quantity.split()[-1])
+            met, text = value is not None and value >= bound, f"speed-up vs {quantity.split()[-1]} >= {bound}"
+        shown = "n/a" if value is None else f"{value:.2f}"
+        lines.append(f"{op} 1e7 fwd+bwd: {text}: {shown} ({'met' if met else 'MISSED'})")
+    return lines
+
+
+def markdown(results, data, timed=True):
+    info = data["benchmarks"][0]["extra_info"] if data["benchmarks"] else {}
+    versions = ", ".join(f"{name} {version}" for name, version in info.get("versions", {}).items())
+    lines = [
+        f"Device: {info.get('device', '?')}; memory bandwidth {info.get('bandwidth_gbps', 0):.1f} GB/s "
+        f"({info.get('bandwidth_how', '?')}, best of 10); float32; {versions}.",
+        "",
+        "Times are medians; ± is the interquartile range over the median; `path` is what "
+        "`fusedloss` ran (the fused kernel or, below the dispatch threshold, TensorFlow ops); "
+        "x floor = time / (bytes that must move / bandwidth); vs X = X's time / fusedloss's time.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join("---" if i < 3 or column == "path" else "---:" for i, column in enumerate(COLUMNS)) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
+    if not timed:
+        return "\n".join(lines + ["", "Smoke run: one cold round per case; the times are not measurements."]) + "\n"
+    lines += ["", "Crossover (bridge vs native tf.function):", ""]
+    lines += [f"- {op} {mode}: {text}" for (op, mode), text in crossovers(results).items()]
+    lines += ["", "Targets (1e7 elements, forward+backward):", ""]
+    lines += [f"- {line}" for line in targets(results)]
+    flagged = slower_than_native(results)
+    lines += ["", f"fusedloss slower than native tf.function by more than {NOISE:.0%}:", ""]
+    lines += [f"- {line}" for line in flagged] or ["- none"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results, png_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = [r for r in results if r.reduction == "none" and r.mode == "fwd+bwd"]
+    ops = list(dict.fromkeys(r.op for r in sweep))
+    if not ops:
+        return
+    figure, axes = plt.subplots(2, len(ops), figsize=(4.6 * len(ops), 7.5), squeeze=False, sharex="col")
+    for column, op in enumerate(ops):
+        mine = [r for r in sweep if r.op == op]
+        time_axis, speed_axis = axes[0][column], axes[1][column]
+        for provider in dict.fromkeys(r.provider for r in mine):
+            points = sorted((r.size, r.median_s) for r in mine if r.provider == provider)
+            style = {"linewidth": 2.5} if provider == "fusedloss" else {"linewidth": 1.2}
+            time_axis.plot(*zip(*points), marker="o", markersize=3, label=provider, **style)
+        floor = sorted({(r.size, r.floor_s) for r in mine if r.provider == "fusedloss"})
+        if floor:
+            time_axis.plot(*zip(*floor), color="black", linestyle=":", label="memory floor")
+        time_axis.set(xscale="log", yscale="log", title=f"{op}, forward+backward", ylabel="median time [s]")
+        time_axis.grid(True, which="both", alpha=0.3)
+        time_axis.legend(fontsize=7)
+        groups = _group(mine)
+        for native in NATIVE_PROVIDERS:
+            points = sorted(
+                (row["fusedloss"].size, _speedup(row, native))
+                for row in groups.values()
+                if "fusedloss" in row and native in row
+            )
+            if points:
+                speed_axis.plot(*zip(*points), marker="o", markersize=3, label=f"vs {native}")
+        bridge_points = sorted(
+            (_bridge(row).size, row["tf-function"].median_s / _bridge(row).median_s)
+            for row in groups.values()
+            if _bridge(row) is not None and "tf-function" in row
+        )
+        if bridge_points:
+            speed_axis.plot(*zip(*bridge_points), linestyle="--", color="grey", label="bridge vs tf-function")
+        speed_axis.axhline(1.0, color="black", linewidth=0.8)
+        speed_axis.set(xscale="log", yscale="log", xlabel="elements of y_pred", ylabel="fusedloss speed-up")
+        speed_axis.grid(True, which="both", alpha=0.3)
+        speed_axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=110)
+    plt.close(figure)
+
+
+def write(json_path, markdown_path, png_path, console, timed=True):
+    """Print the tables and write the Markdown and the plot. ``timed=False`` (a smoke
+    run: one cold round per case) leaves out crossovers, targets and flags, which would
+    only report noise."""
+    from rich.table import Table
+
+    results, data = load(json_path)
+    rows = table_rows(results)
+    for op in dict.fromkeys(row[0] for row in rows):
+        table = Table(*COLUMNS[1:], title=f"{op}: fusedloss vs native TensorFlow (CPU, float32)")
+        for row in rows:
+            if row[0] == op:
+                table.add_row(*row[1:])
+        console.print(table)
+    if not timed:
+        markdown_path.write_text(markdown(results, data, timed=False), encoding="utf-8")
+        plot(results, png_path)
+        console.print("smoke run: every provider checked against the reference; one cold round each, times are not measurements")
+        console.print(f"wrote {json_path}, {markdown_path}, {png_path}")
+        return
+    for (op, mode), text in crossovers(results).items():
+        console.print(f"crossover {op} {mode}: {text}")
+    for line in targets(results):
+        console.print(f"target {line}")
+    for line in slower_than_native(results):
+        console.print(f"[yellow]slower than native tf.function[/]: {line}")
+    markdown_path.write_text(markdown(results, data), encoding="utf-8")
+    plot(results, png_path)
+    console.print(f"wrote {json_path}, {markdown_path}, {png_path}")

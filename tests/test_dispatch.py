@@ -1,0 +1,326 @@
+"""How ``ops`` runs a loss: fused kernel or TensorFlow ops by size, and the backward's
+rescale.
+
+Below ``min_fused_size()`` elements a loss runs as TensorFlow ops (the ``composite``),
+from it on as the fused kernel; both must give the same values and gradients (for
+every loss that ``ops.dispatch`` serves), whether
+the size is known when tracing or only when running (a ``tf.cond``). Which path ran is
+observed by counting kernel launches.
+"""
+
+import functools
+from typing import NamedTuple
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import fusedloss
+from fusedloss import ops
+from fusedloss.backends import DEFAULT_MIN_FUSED_SIZE
+from fusedloss.kernels import reference
+
+
+@pytest.fixture(autouse=True)
+def default_threshold(monkeypatch):
+    monkeypatch.delenv("FUSEDLOSS_MIN_FUSED_SIZE", raising=False)
+    fusedloss.set_min_fused_size(None)
+    yield
+    fusedloss.set_min_fused_size(None)
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """The number of fused kernel launches so far (functions traced after this fixture)."""
+    counter = {"n": 0}
+    run_kernel = ops._run_kernel
+
+    def counting(*args):
+        counter["n"] += 1
+        return run_kernel(*args)
+
+    monkeypatch.setattr(ops, "_run_kernel", counting)
+    return lambda: counter["n"]
+
+
+# ---------------------------------------------------------------------------------
+# The setting
+
+
+def test_default_threshold():
+    assert fusedloss.min_fused_size() == DEFAULT_MIN_FUSED_SIZE > 0
+
+
+@pytest.mark.parametrize("text, size", [("0", 0), (" 4096 ", 4096), ("1e6", 1_000_000)])
+def test_threshold_from_environment(monkeypatch, text, size):
+    monkeypatch.setenv("FUSEDLOSS_MIN_FUSED_SIZE", text)
+    assert fusedloss.min_fused_size() == size
+
+
+@pytest.mark.parametrize("text", ["many", "-1", "2.5", "inf", "nan"])
+def test_bad_environment_value_is_named(monkeypatch, text):
+    monkeypatch.setenv("FUSEDLOSS_MIN_FUSED_SIZE", text)
+    with pytest.raises(ValueError, match="FUSEDLOSS_MIN_FUSED_SIZE"):
+        fusedloss.min_fused_size()
+
+
+def test_setter_overrides_environment_until_cleared(monkeypatch):
+    monkeypatch.setenv("FUSEDLOSS_MIN_FUSED_SIZE", "100")
+    assert fusedloss.set_min_fused_size(7) is None
+    assert fusedloss.min_fused_size() == 7
+    assert fusedloss.set_min_fused_size(None) == 7
+    assert fusedloss.min_fused_size() == 100
+
+
+@pytest.mark.parametrize("value", [-1, 0.5, "lots", True, float("inf")])
+def test_setter_rejects_non_counts(value):
+    with pytest.raises(ValueError, match="min_fused_size"):
+        fusedloss.set_min_fused_size(value)
+    assert fusedloss.min_fused_size() == DEFAULT_MIN_FUSED_SIZE
+
+
+# ---------------------------------------------------------------------------------
+# Which path runs
+
+
+def _inputs(shape, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    y_true = rng.standard_normal(shape)
+    y_pred = y_true + 1.5 * rng.standard_normal(shape)
+    return y_true.astype(dtype), y_pred.astype(dtype)
+
+
+def test_static_size_below_threshold_runs_tensorflow_ops(launches):
+    y_true, y_pred = _inputs((41, 401))
+    fusedloss.set_min_fused_size(41 * 401 + 1)
+    loss = tf.function(fusedloss.huber)(y_true, y_pred)
+    assert launches() == 0
+    np.testing.assert_allclose(loss, reference.huber(y_true, y_pred)[0], rtol=2e-6)
+
+
+def test_static_size_at_threshold_runs_the_kernel(launches):
+    y_true, y_pred = _inputs((41, 401))
+    fusedloss.set_min_fused_size(41 * 401)
+    loss = tf.function(fusedloss.huber)(y_true, y_pred)
+    assert launches() == 1
+    np.testing.assert_allclose(loss, reference.huber(y_true, y_pred)[0], rtol=2e-6)
+
+
+def test_eager_calls_dispatch_on_their_size(launches):
+    fusedloss.set_min_fused_size(1000)
+    fusedloss.huber(*_inputs((3, 333)))
+    assert launches() == 0
+    fusedloss.huber(*_inputs((3, 334)))
+    assert launches() == 1
+
+
+def test_threshold_is_read_when_tracing(launches):
+    y_true, y_pred = _inputs((4, 50))
+    fusedloss.set_min_fused_size(0)
+    traced = tf.function(fusedloss.huber)
+    traced(y_true, y_pred)
+    fusedloss.set_min_fused_size(10**9)
+    traced(y_true, y_pred)  # the same trace: still fused
+    assert launches() == 2
+    tf.function(fusedloss.huber)(y_true, y_pred)  # a new trace sees the new value
+    assert launches() == 2
+
+
+def _graph_ops(function, *specs):
+    return [op.type for op in function.get_concrete_function(*specs).graph.get_operations()]
+
+
+def _graph_op_types(function, *specs):
+    return set(_graph_ops(function, *specs))
+
+
+def test_unknown_batch_dispatches_at_run_time_in_one_trace(launches):
+    fusedloss.set_min_fused_size(5 * 401)
+    spec = tf.TensorSpec([None, 401], tf.float32)
+    traced = tf.function(fusedloss.huber, input_signature=[spec, spec])
+    for rows, launched in ((4, 0), (5, 1), (41, 2), (1, 2)):
+        y_true, y_pred = _inputs((rows, 401), seed=rows)
+        np.testing.assert_allclose(traced(y_true, y_pred), reference.huber(y_true, y_pred)[0], rtol=2e-6)
+        assert launches() == launched
+    assert traced.experimental_get_tracing_count() == 1
+
+
+def test_known_dimensions_reaching_threshold_decide_statically():
+    fusedloss.set_min_fused_size(401)
+    spec = tf.TensorSpec([None, 401], tf.float32)
+    op_types = _graph_op_types(tf.function(fusedloss.huber), spec, spec)
+    assert "PyFuncStateless" in op_types
+    assert not op_types & {"If", "StatelessIf"}
+
+
+def test_xla_runs_tensorflow_ops_whatever_the_threshold(launches):
+    fusedloss.set_min_fused_size(0)
+    y_true, y_pred = _inputs((41, 401))
+    loss = tf.function(fusedloss.huber, jit_compile=True)(y_true, y_pred)
+    assert launches() == 0
+    np.testing.assert_allclose(loss, reference.huber(y_true, y_pred)[0], rtol=2e-6)
+
+
+# ---------------------------------------------------------------------------------
+# Both paths: the same values and gradients
+
+
+class Case(NamedTuple):
+    loss: str  # fusedloss.<loss>(y_true, y_pred, 1.0): delta or margin 1
+    shape: tuple  # y_pred's
+    dtype: type
+    upstream_scale: float  # the gradient of upstream_scale * sum(loss): upstream != 1 too
+    rtol: float
+
+
+CASES = (
+    Case("huber", (41, 401), np.float32, 1.0, 2e-6),
+    Case("huber", (41, 401), np.float32, 2.0, 2e-6),
+    Case("huber", (3, 5, 7), np.float64, 2.0, 1e-13),
+    Case("huber", (1, 1), np.float32, 1.0, 2e-6),
+    Case("contrastive", (41, 7), np.float32, 2.0, 2e-6),
+    Case("contrastive", (33, 1), np.float64, 1.0, 1e-13),
+    Case("embedding_contrastive", (41, 2, 13), np.float32, 2.0, 1e-5),
+    Case("embedding_contrastive", (9, 2, 5), np.float64, 1.0, 1e-12),
+)
+
+
+def _case_inputs(case):
+    """``(y_true, y_pred)`` for ``case.loss``, both sides of its kinks."""
+    rng = np.random.default_rng(4)
+    if case.loss == "huber":
+        return _inputs(case.shape, case.dtype)
+    if case.loss == "contrastive":
+        labels = rng.random(case.shape) < 0.5
+        return labels.astype(case.dtype), (1.2 * np.abs(rng.standard_normal(case.shape))).astype(case.dtype)
+    labels = rng.random(case.shape[0]) < 0.5  # one per pair, distances around 1
+    pairs = rng.standard_normal(case.shape) / np.sqrt(case.shape[-1])
+    return labels.astype(case.dtype), pairs.astype(case.dtype)
+
+
+def _loss_and_gradient(loss_fn, y_true, y_pred, upstream_scale):
+    with tf.GradientTape() as tape:
+        tape.watch(y_pred)
+        loss = loss_fn(y_true, y_pred)
+        objective = loss if upstream_scale == 1.0 else upstream_scale * tf.reduce_sum(loss)
+    return loss, tape.gradient(objective, y_pred)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("batch_known", [True, False], ids=["static-batch", "dynamic-batch"])
+def test_both_paths_agree_with_each_other_and_the_reference(case, batch_known, launches):
+    # Thresholds at the size and just above it: with an unknown batch (of more than one
+    # row) both paths are then the two branches of the run-time tf.cond.
+    y_true, y_pred = _case_inputs(case)
+    size = int(np.prod(case.shape))
+    specs = [
+        tf.TensorSpec(array.shape if batch_known else (None, *array.shape[1:]), case.dtype) for array in (y_true, y_pred)
+    ]
+    loss_fn = getattr(fusedloss, case.loss)
+    body = functools.partial(_loss_and_gradient, lambda t, p: loss_fn(t, p, 1.0))
+    results = {}
+    for threshold, path in ((size, "fused"), (size + 1, "composite")):
+        fusedloss.set_min_fused_size(threshold)
+        traced = tf.function(lambda t, p: body(t, p, case.upstream_scale), input_signature=specs)
+        if not batch_known and case.shape[0] > 1:
+            assert _graph_op_types(traced) & {"If", "StatelessIf"}
+        before = launches()
+        results[path] = [value.numpy() for value in traced(y_true, y_pred)]
+        assert launches() - before == (1 if path == "fused" else 0)
+    expected_loss, expected_grad = getattr(reference, case.loss)(y_true, y_pred, 1.0)
+    expected_grad = case.upstream_scale * expected_grad
+    for fused, composite, expected in zip(results["fused"], results["composite"], (expected_loss, expected_grad)):
+        atol = case.rtol * np.abs(expected).max()
+        np.testing.assert_allclose(fused, composite, rtol=case.rtol, atol=atol)
+        np.testing.assert_allclose(fused, expected, rtol=case.rtol, atol=atol)
+
+
+def test_keras_fit_with_unknown_batch_matches_native_on_both_paths(launches):
+    # 10 samples in batches of 4: batches of 4 x 8 = 32 elements run fused, the last
+    # one of 2 x 8 = 16 runs TensorFlow ops, all in one traced train step.
+    fusedloss.set_min_fused_size(20)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((10, 3)).astype(np.float32)
+    y = rng.standard_normal((10, 8)).astype(np.float32) * 3
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+
+    def trained(loss):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(8)])
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss)
+        history = model.fit(dataset, epochs=2, verbose=0, shuffle=False)
+        return history.history["loss"], model.get_weights()
+
+    fused_history, fused_weights = trained(fusedloss.Huber(delta=1.0))
+    assert launches() == 4  # two full batches per epoch
+    native_history, native_weights = trained(keras.losses.Huber(delta=1.0))
+    np.testing.assert_allclose(fused_history, native_history, rtol=1e-5)
+    for fused, native in zip(fused_weights, native_weights):
+        np.testing.assert_allclose(fused, native, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------
+# The backward's rescale
+
+
+@pytest.mark.parametrize(
+    "upstream_shape, grad_shape", [((41,), (41, 401)), ((3, 5), (3, 5, 7)), ((6,), (6, 2, 9))], ids=str
+)
+def test_rescale_broadcasts_upstream_over_trailing_axes(upstream_shape, grad_shape):
+    rng = np.random.default_rng(2)
+    upstream = rng.standard_normal(upstream_shape).astype(np.float32)
+    saved = rng.standard_normal(grad_shape).astype(np.float32)
+    saved_copy = saved.copy()
+    expanded = upstream.reshape(upstream_shape + (1,) * (len(grad_shape) - len(upstream_shape)))
+    scaled = tf.function(ops.rescale)(tf.constant(upstream), tf.constant(saved))
+    np.testing.assert_array_equal(scaled, expanded * saved)
+    assert scaled.shape == grad_shape
+    np.testing.assert_array_equal(saved, saved_copy)
+
+
+def test_rescale_by_ones_returns_the_saved_gradient():
+    saved = np.random.default_rng(3).standard_normal((4, 9)).astype(np.float32)
+    scaled = tf.function(ops.rescale)(tf.ones([4]), tf.constant(saved))
+    np.testing.assert_array_equal(scaled, saved)
+
+
+def test_rescaled_gradients_do_not_share_memory_with_each_other():
+    # Two backward passes alive at once: the second must not reuse the first's buffer.
+    saved = tf.constant(np.ones((8, 16), np.float32))
+    rescale = tf.function(ops.rescale)
+    first = rescale(tf.fill([8], 2.0), saved)
+    second = rescale(tf.fill([8], 3.0), saved)
+    np.testing.assert_array_equal(first, np.full((8, 16), 2.0, np.float32))
+    np.testing.assert_array_equal(second, np.full((8, 16), 3.0, np.float32))
+
+
+def test_upstream_nan_propagates_like_tensorflow():
+    saved = tf.constant(np.ones((2, 3), np.float32))
+    scaled = tf.function(ops.rescale)(tf.constant([np.nan, 1.5], tf.float32), saved)
+    np.testing.assert_array_equal(scaled, [[np.nan] * 3, [1.5] * 3])
+
+
+@pytest.mark.parametrize("batch_known", [True, False], ids=["static-batch", "dynamic-batch"])
+def test_unit_upstream_seen_in_the_graph_needs_no_rescale(batch_known):
+    spec = tf.TensorSpec([4 if batch_known else None, 9], tf.float32)
+    fusedloss.set_min_fused_size(0)
+
+    def gradient(y_true, y_pred, reduce):
+        with tf.GradientTape() as tape:
+            tape.watch(y_pred)
+            loss = fusedloss.huber(y_true, y_pred)
+            objective = tf.reduce_mean(loss) if reduce else loss
+        return tape.gradient(objective, y_pred)
+
+    unreduced = _graph_ops(tf.function(functools.partial(gradient, reduce=False)), spec, spec)
+    reduced = _graph_ops(tf.function(functools.partial(gradient, reduce=True)), spec, spec)
+    # Unreduced: the forward's kernel call and nothing else; reduced (upstream 1/4):
+    # the rescale too, a run-time choice between the saved gradient and its product.
+    assert unreduced.count("PyFuncStateless") == 1
+    assert not {"If", "StatelessIf"} & set(unreduced)
+    assert {"If", "StatelessIf"} & set(reduced)
+    y_true, y_pred = _inputs((4, 9))
+    expected = reference.huber(y_true, y_pred)[1]
+    np.testing.assert_allclose(tf.function(functools.partial(gradient, reduce=False))(y_true, y_pred), expected, rtol=2e-6)
+    np.testing.assert_allclose(tf.function(functools.partial(gradient, reduce=True))(y_true, y_pred), expected / 4, rtol=2e-6)
