@@ -6,8 +6,8 @@ differentiable), ``backend()`` and the size below which losses run as TensorFlow
 """
 
 from .backends import backend, min_fused_size, set_min_fused_size
-from .losses import ContrastiveLoss, EmbeddingContrastiveLoss, Huber
-from .ops import contrastive, embedding_contrastive, huber
+from .losses import ContrastiveLoss, EmbeddingContrastiveLoss, Huber, WeightedSigmoidCrossEntropy
+from .ops import contrastive, embedding_contrastive, huber, weighted_sigmoid_cross_entropy
 
 __version__ = "0.1.0"
 
@@ -15,10 +15,12 @@ __all__ = [
     "ContrastiveLoss",
     "EmbeddingContrastiveLoss",
     "Huber",
+    "WeightedSigmoidCrossEntropy",
     "backend",
     "contrastive",
     "embedding_contrastive",
     "huber",
     "min_fused_size",
     "set_min_fused_size",
+    "weighted_sigmoid_cross_entropy",
 ]

@@ -145,3 +145,53 @@ class EmbeddingContrastiveLoss(FusedLoss):
 
     def parameters(self):
         return {"margin": self.margin}
+
+
+@keras.saving.register_keras_serializable(package="fusedloss")
+class WeightedSigmoidCrossEntropy(FusedLoss):
+    """Weighted sigmoid cross-entropy with logits, fused with its gradient: the per-element
+    value of ``tf.nn.weighted_cross_entropy_with_logits``, averaged over the last axis.
+
+    Formula (per element, ``x = y_pred`` the logits, ``q = pos_weight``,
+    ``z = y_true (1 - s) + s / 2`` with ``s = label_smoothing``, ``l = 1 + (q - 1) z``)::
+
+        loss = (1 - z) x + l (log(1 + exp(-|x|)) + max(-x, 0))
+
+    Args:
+        pos_weight: weight of the positive term: a number >= 0, or a sequence with one
+            weight per class (the last axis; its length is checked at the first call).
+            Negative or non-finite weights are a ``ValueError`` here.
+        label_smoothing: in [0, 1]; labels are pulled towards 0.5 as in
+            ``keras.losses.BinaryCrossentropy``; anything else is a ``ValueError`` here.
+        reduction: any Keras reduction (``"sum_over_batch_size"``, ``"sum"``,
+            ``"mean"``, ``"mean_with_sample_weight"``, ``"none"`` or ``None``).
+        name: the loss's name.
+        dtype: the dtype of the loss's computation; ``None`` means ``floatx()``.
+
+    Example:
+        >>> model.compile(optimizer="adam", loss=fusedloss.WeightedSigmoidCrossEntropy(pos_weight=[1.0, 4.0]))
+
+    Returns:
+        Called as ``loss(y_true, logits, sample_weight=None)``: the reduced loss, with the
+        analytic gradient ``(1 - z) - l sigmoid(-x)`` per element (divided by the
+        number of classes).
+    """
+
+    def __init__(
+        self,
+        pos_weight=1.0,
+        label_smoothing=0.0,
+        reduction="sum_over_batch_size",
+        name="fused_weighted_sigmoid_cross_entropy",
+        dtype=None,
+    ):
+        super().__init__(reduction=reduction, name=name, dtype=dtype)
+        self.pos_weight = ops.check_pos_weight(pos_weight)
+        self.label_smoothing = ops.check_label_smoothing(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        return ops.weighted_sigmoid_cross_entropy(y_true, y_pred, self.pos_weight, self.label_smoothing)
+
+    def parameters(self):
+        pos_weight = list(self.pos_weight) if isinstance(self.pos_weight, tuple) else self.pos_weight
+        return {"pos_weight": pos_weight, "label_smoothing": self.label_smoothing}

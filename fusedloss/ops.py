@@ -17,6 +17,7 @@ CUDA kernel then runs on TensorFlow's device buffers without host copies.
 
 import functools
 import math
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -221,6 +222,17 @@ def fused_loss(loss_name, y_true, y_pred, params, reduced_axes=1):
     return loss_and_saved_grad(y_true, y_pred)
 
 
+@functools.lru_cache(maxsize=None)
+def _warn_once_about_xla():
+    warnings.warn(
+        "fusedloss: inside an XLA-compiled function (jit_compile=True, Keras's default "
+        "when a GPU is visible) the fused kernels cannot run; the same loss is computed "
+        "with TensorFlow ops, which XLA fuses. Compile with jit_compile=False to use the "
+        "fused kernels.",
+        stacklevel=3,
+    )
+
+
 def dispatch(loss_name, y_true, y_pred, params, composite, **fused_options):
     """``fused_loss(loss_name, ..., **fused_options)``, or ``composite(y_true, y_pred)``
     (the same math as TensorFlow ops, with the same values and gradients) where the
@@ -235,6 +247,7 @@ def dispatch(loss_name, y_true, y_pred, params, composite, **fused_options):
     TensorFlow's ops might broadcast them.
     """
     if _in_xla_context():
+        _warn_once_about_xla()
         return composite(y_true, y_pred)
     threshold = min_fused_size()
     known_size = 0 if y_pred.shape.rank is None else math.prod(dim for dim in y_pred.shape if dim is not None)
@@ -443,3 +456,95 @@ def embedding_contrastive(y_true, pairs, margin=1.0):
     y_true, pairs = prepare_pairs(y_true, pairs)
     composite = functools.partial(_embedding_contrastive_composite, margin=margin)
     return dispatch("embedding_contrastive", y_true, pairs, (margin,), composite, reduced_axes=2)
+
+
+# ---------------------------------------------------------------------------------
+# Weighted sigmoid cross-entropy
+
+
+def check_pos_weight(pos_weight):
+    """``pos_weight`` as a float, or as a tuple of floats (one per class); raise
+    ``ValueError`` for anything else, a negative or non-finite weight included."""
+    try:
+        weights = np.asarray(pos_weight, np.float64)
+    except (TypeError, ValueError, NotImplementedError):  # NotImplementedError: a symbolic tensor
+        raise ValueError(f"pos_weight must be a number or a 1-D sequence of numbers, got {pos_weight!r}") from None
+    if weights.ndim == 0:
+        return check_parameter("pos_weight", pos_weight, minimum=0.0, inclusive=True)
+    if weights.ndim != 1 or weights.size == 0:
+        raise ValueError(f"pos_weight must be a number or a non-empty 1-D sequence of numbers, got shape {weights.shape}")
+    return tuple(check_parameter(f"pos_weight[{i}]", float(weight), minimum=0.0, inclusive=True) for i, weight in enumerate(weights))
+
+
+def check_label_smoothing(label_smoothing):
+    """``label_smoothing`` as a float in [0, 1], or ``ValueError`` naming it."""
+    number = check_parameter("label_smoothing", label_smoothing, minimum=0.0, inclusive=True)
+    if number > 1.0:
+        raise ValueError(f"label_smoothing must be finite and in [0, 1], got {label_smoothing!r}")
+    return number
+
+
+def _check_class_count(pos_weight, y_pred):
+    n_classes = y_pred.shape[-1]
+    if isinstance(pos_weight, tuple) and n_classes is not None and n_classes != len(pos_weight):
+        raise ValueError(
+            f"pos_weight must have one weight per class: y_pred has {n_classes} classes (its last axis), "
+            f"got {len(pos_weight)} weights"
+        )
+
+
+def _weighted_sigmoid_cross_entropy_composite(y_true, y_pred, pos_weight, label_smoothing):
+    """The weighted sigmoid cross-entropy with TensorFlow ops, for XLA: the formula of
+    ``kernels.math.weighted_sigmoid_cross_entropy``, whose autodiff is the analytic
+    derivative (``softplus' = sigmoid``, smooth at 0)."""
+    dtype = y_pred.dtype
+    smoothing = tf.cast(label_smoothing, dtype)
+    z = y_true * (1.0 - smoothing) + 0.5 * smoothing
+    positive = tf.constant(pos_weight, dtype) * z
+    negative = 1.0 - z
+    values = positive * tf.nn.softplus(-y_pred) + negative * tf.nn.softplus(y_pred)
+    # TensorFlow's own formula at -inf: (1 - z)(-inf) + l inf, NaN for labels in [0, 1].
+    at_minus_inf = negative * y_pred - (positive + negative) * y_pred
+    values = tf.where(tf.equal(y_pred, -math.inf), at_minus_inf, values)
+    return tf.reduce_mean(values, axis=-1)
+
+
+def weighted_sigmoid_cross_entropy(y_true, y_pred, pos_weight=1.0, label_smoothing=0.0):
+    """Per-sample weighted sigmoid cross-entropy with logits, computed with its gradient
+    in one fused pass.
+
+    Formula (per element, ``x = y_pred``, ``q = pos_weight``, ``s = label_smoothing``,
+    ``z = y_true (1 - s) + s / 2``, ``l = 1 + (q - 1) z``), then the mean over the last
+    axis::
+
+        loss = (1 - z) x + l (log(1 + exp(-|x|)) + max(-x, 0))
+        d loss / dx = (1 - z) - l sigmoid(-x)
+
+    the value of ``tf.nn.weighted_cross_entropy_with_logits(z, x, q)``, computed in a
+    form where nothing overflows and large terms do not cancel.
+
+    Args:
+        y_true: labels in [0, 1], any numeric dtype (cast to ``y_pred``'s), shape of
+            ``y_pred``.
+        y_pred: logits, float tensor of rank >= 1.
+        pos_weight: weight of the positive term: a number >= 0, or a sequence of them
+            with one weight per class (the last axis).
+        label_smoothing: in [0, 1]; labels are pulled towards 0.5 as in
+            ``keras.losses.BinaryCrossentropy``.
+
+    Example:
+        >>> fusedloss.weighted_sigmoid_cross_entropy([[1.0, 0.0]], [[2.0, -1.0]], pos_weight=3.0)
+
+    Returns:
+        The loss per sample: a tensor of shape ``y_pred.shape[:-1]``, differentiable
+        with respect to ``y_pred`` with the analytic derivative above.
+    """
+    pos_weight = check_pos_weight(pos_weight)
+    label_smoothing = check_label_smoothing(label_smoothing)
+    y_true, y_pred = prepare(y_true, y_pred)
+    _check_class_count(pos_weight, y_pred)
+    kernel_weight = np.asarray(pos_weight, np.float64) if isinstance(pos_weight, tuple) else pos_weight
+    composite = functools.partial(
+        _weighted_sigmoid_cross_entropy_composite, pos_weight=pos_weight, label_smoothing=label_smoothing
+    )
+    return dispatch("weighted_sigmoid_cross_entropy", y_true, y_pred, (kernel_weight, label_smoothing), composite)

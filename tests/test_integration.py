@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 import fusedloss
+from tests.test_losses_contrastive import TFOpContrastive, TFOpEmbeddingContrastive
 
 
 class LossCase(NamedTuple):
@@ -29,8 +30,32 @@ def regression_batch(rng, n):
     return y_true, (y_true + 2 * rng.normal(size=(n, 3))).astype(np.float32)
 
 
+def distance_batch(rng, n):
+    labels = rng.integers(0, 2, size=(n, 1)).astype(np.float32)
+    return labels, rng.uniform(0.0, 2.0, size=(n, 1)).astype(np.float32)
+
+
+def pair_batch(rng, n):
+    labels = rng.integers(0, 2, size=n).astype(np.float32)
+    return labels, rng.normal(size=(n, 2, 4)).astype(np.float32)
+
+
 LOSSES = [
     LossCase("huber", lambda: fusedloss.Huber(delta=0.9), lambda: keras.losses.Huber(delta=0.9), regression_batch, (3,)),
+    LossCase(
+        "contrastive",
+        lambda: fusedloss.ContrastiveLoss(margin=1.5),
+        lambda: TFOpContrastive(margin=1.5),
+        distance_batch,
+        (1,),
+    ),
+    LossCase(
+        "embedding_contrastive",
+        lambda: fusedloss.EmbeddingContrastiveLoss(margin=1.5),
+        lambda: TFOpEmbeddingContrastive(margin=1.5),
+        pair_batch,
+        (2, 4),
+    ),
 ]
 IDS = [case.name for case in LOSSES]
 
@@ -168,7 +193,7 @@ def test_exported_inference_has_no_loss_in_it(case, tmp_path):
     model.fit(x, y, epochs=1, verbose=0)
     model.export(tmp_path / "exported", verbose=False)
     restored = tf.saved_model.load(str(tmp_path / "exported"))
-    np.testing.assert_allclose(restored.serve(x), model.predict(x, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(restored.serve(x), model.predict(x, verbose=0), rtol=1e-5, atol=1e-7)
     # The serialized graph, nested functions included, holds no Python callback op.
     saved_graph = (tmp_path / "exported" / "saved_model.pb").read_bytes()
     assert b"PyFunc" not in saved_graph and b"fused_" not in saved_graph

@@ -228,3 +228,15 @@ def test_a_function_traced_without_a_tape_still_differentiates_correctly():
     native = value_and_gradient(lambda t, p: 3.0 * keras.losses.huber(t, p, 0.5), y_true, y_pred)
     np.testing.assert_allclose(fused[0], native[0], rtol=1e-12)
     np.testing.assert_allclose(fused[1], native[1], rtol=1e-12)
+
+
+def test_xla_fallback_warns_once(recwarn):
+    from fusedloss.ops import _warn_once_about_xla
+
+    _warn_once_about_xla.cache_clear()
+    y_true, y_pred = random_pair((4, 6), tf.float32)
+    xla = tf.function(lambda t, p: ops.huber(t, p), jit_compile=True)
+    xla(y_true, y_pred)
+    tf.function(lambda t, p: 2.0 * ops.huber(t, p), jit_compile=True)(y_true, y_pred)
+    messages = [str(w.message) for w in recwarn if "XLA-compiled" in str(w.message)]
+    assert len(messages) == 1 and "jit_compile=False" in messages[0]

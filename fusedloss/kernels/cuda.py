@@ -33,10 +33,11 @@ import numba
 import numpy as np
 from numba import cuda
 from numba.cuda.cudadrv.devicearray import is_cuda_ndarray
-from numba.cuda.extending import register_jitable
+from numba.cuda.extending import overload, register_jitable
+from numba.cuda.extending import types as numba_types
 
 from . import math as scalar_math
-from .layout import check_output, pair_layout, row_layout
+from .layout import check_output, pair_layout, per_class_parameter, row_layout
 
 # Threads per block: a power of two, at most MAX_THREADS_PER_BLOCK (the size of the
 # shared reduction buffer). Tests under the simulator lower it; each simulated thread
@@ -430,10 +431,62 @@ def embedding_contrastive(y_true, pairs, margin=1.0, *, with_grad=True, loss_out
     return run_pairs(_embedding_contrastive_kernels, y_true, pairs, params, with_grad, loss_out, grad_out)
 
 
+# ---------------------------------------------------------------------------------
+# Weighted sigmoid cross-entropy
+
+# The element function calls these helpers by name. The float32 exp/log1p
+# approximations are kept on the GPU too, rather than libdevice's expf/log1pf: the
+# kernel is memory-bound there, so their few extra FMAs cost nothing; they are more
+# accurate than libdevice's documented 2 ulp; and the simulator then runs exactly the
+# math the GPU runs, and CPU and GPU agree to rounding.
+for _helper in (
+    scalar_math._like,
+    scalar_math._exp,
+    scalar_math._log1p_unit,
+    scalar_math.exp_float32,
+    scalar_math.log1p_float32,
+    scalar_math.log1p_unit_float32,
+    scalar_math._log_float32,
+):
+    register_jitable(_helper)
+
+
+@overload(scalar_math._class_weight, inline="always")
+def _class_weight(weights, column):
+    if isinstance(weights, numba_types.Array):
+        return lambda weights, column: weights[column]
+    return lambda weights, column: weights
+
+
+_weighted_sigmoid_cross_entropy_kernels = _kernels(scalar_math.weighted_sigmoid_cross_entropy)
+PTX_KERNELS["weighted_sigmoid_cross_entropy"] = (
+    _weighted_sigmoid_cross_entropy_kernels,
+    _row_example_arguments(lambda dtype: (dtype.type(2.0), dtype.type(0.1))),
+)
+PTX_KERNELS["weighted_sigmoid_cross_entropy[per-class]"] = (
+    _weighted_sigmoid_cross_entropy_kernels,
+    _row_example_arguments(lambda dtype: (np.ones(3, dtype), dtype.type(0.1))),
+)
+
+
+def weighted_sigmoid_cross_entropy(
+    y_true, y_pred, pos_weight=1.0, label_smoothing=0.0, *, with_grad=True, loss_out=None, grad_out=None
+):
+    """Per-row weighted sigmoid cross-entropy and gradient on the GPU; see
+    ``cpu.weighted_sigmoid_cross_entropy`` for the contract."""
+    dtype = np.dtype(y_pred.dtype)
+    pos_weight = per_class_parameter("pos_weight", pos_weight, y_pred)
+    if pos_weight.ndim:
+        pos_weight = cuda.to_device(pos_weight)
+    params = (pos_weight, dtype.type(label_smoothing))
+    return run_rows(_weighted_sigmoid_cross_entropy_kernels, y_true, y_pred, params, with_grad, loss_out, grad_out)
+
+
 __all__ = [
     "huber",
     "contrastive",
     "embedding_contrastive",
+    "weighted_sigmoid_cross_entropy",
     "compile_all_ptx",
     "launch_shape",
     "LaunchShape",

@@ -68,3 +68,23 @@ def pair_layout(y_true, pairs):
     if y_true.dtype != pairs.dtype:
         raise TypeError(f"y_true must have the pairs' dtype {pairs.dtype}, got {y_true.dtype}")
     return n_pairs, int(pairs.shape[2])
+
+
+def per_class_parameter(name, value, y_pred):
+    """A loss parameter given as a scalar or as one value per class (the last axis),
+    returned in ``y_pred``'s dtype: a NumPy scalar, or a C-contiguous 1-D array.
+
+    Raises ``ValueError`` naming both lengths when an array does not fit the rows.
+    Values are the caller's to check; a scalar ``y_pred`` is left to ``row_layout``.
+    """
+    dtype = np.dtype(y_pred.dtype)
+    values = np.asarray(value, dtype)
+    if values.ndim == 0:
+        return dtype.type(values)
+    n_classes = y_pred.shape[-1] if len(y_pred.shape) else None
+    if values.ndim != 1 or (n_classes is not None and values.shape[0] != n_classes):
+        raise ValueError(
+            f"{name} must be a scalar or have one value per class: y_pred has {n_classes} classes "
+            f"(its last axis), got {name} of shape {values.shape}"
+        )
+    return np.ascontiguousarray(values)
