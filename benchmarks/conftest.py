@@ -94,4 +94,4 @@ def bandwidth(run_mode):
 
 @pytest.fixture(scope="session")
 def environment():
-    return {"device": machine.device(), "versions": machine.versions()}
+    return {"device": machine.device(), "versions": machine.versions(), "malloc": machine.malloc()}

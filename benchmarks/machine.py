@@ -62,6 +62,13 @@ def device():
     return f"cpu: {cpu_name()}, {os.cpu_count()} cores"
 
 
+def malloc():
+    """glibc's large-block policy of this process: "default" (every block of 32 MB or
+    more is a fresh mmap) or the thresholds set in the environment."""
+    settings = [f"{k}={os.environ[k]}" for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_") if k in os.environ]
+    return ", ".join(settings) or "default"
+
+
 def versions():
     import keras
     import numba

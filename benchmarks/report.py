@@ -182,7 +182,8 @@ def markdown(results, data, timed=True):
     versions = ", ".join(f"{name} {version}" for name, version in info.get("versions", {}).items())
     lines = [
         f"Device: {info.get('device', '?')}; memory bandwidth {info.get('bandwidth_gbps', 0):.1f} GB/s "
-        f"({info.get('bandwidth_how', '?')}, best of 10); float32; {versions}.",
+        f"({info.get('bandwidth_how', '?')}, best of 10); float32; glibc malloc: {info.get('malloc', 'default')}; "
+        f"{versions}.",
         "",
         "Times are medians; ± is the interquartile range over the median; `path` is what "
         "`fusedloss` ran (the fused kernel or, below the dispatch threshold, TensorFlow ops); "

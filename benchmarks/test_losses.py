@@ -87,6 +87,7 @@ def test_loss(benchmark, case, run_mode, bandwidth, environment):
         path=prepared.path,
         device=environment["device"],
         versions=environment["versions"],
+        malloc=environment["malloc"],
         bytes=int(bytes_moved),
         bandwidth_gbps=bytes_per_second / 1e9,
         bandwidth_how=bandwidth_how,

@@ -88,11 +88,12 @@ def kernels(device=None):
 
 # Below this many elements of y_pred, TensorFlow's own ops beat the bridge: its fixed
 # cost per call (numpy_function hand-offs, the Python launcher; ~0.2 ms on a quiet
-# 2-core CPU, more on a loaded one) exceeds what one fused pass saves. `python -m
-# benchmarks` reports the crossover of "bridge" and "tf-function" per loss; on the
-# 2-core CPU it was 1e4..6e4 elements for Huber, so 1e5 keeps every measured loss at
-# least as fast as native tf.function with a margin for noisier machines.
-DEFAULT_MIN_FUSED_SIZE = 100_000
+# 2-core CPU, ~0.5-1 ms on a loaded one) exceeds what one fused pass saves. `python -m
+# benchmarks` reports the crossover of "bridge" and "tf-function" per loss and mode.
+# Measured on the shared 2-core CPU: forward+backward 7e3..4e4 elements, forward only
+# 4e4..3e5 (embedding pairs the highest); 3e5 keeps every measured case at least as
+# fast as native tf.function.
+DEFAULT_MIN_FUSED_SIZE = 300_000
 
 _min_fused_size_override = None
 
