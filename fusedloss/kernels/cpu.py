@@ -261,6 +261,7 @@ def scale_rows(factors, grad, out=None):
     if n_rows and grad.size:
         rows = (n_rows, grad.size // n_rows)
         _scale_rows(np.ascontiguousarray(factors).reshape(n_rows), np.ascontiguousarray(grad).reshape(rows), out.reshape(rows))
+    return out
 
 
 # ---------------------------------------------------------------------------------
