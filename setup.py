@@ -23,7 +23,16 @@ setup(
         "cuda13": [TENSORFLOW, "numba-cuda[cu13]>=0.30"],
         # The tests run the CUDA kernels in numba's simulator and compile them to PTX,
         # so they need numba-cuda with NVVM, but no GPU.
-        "test": [TENSORFLOW_CPU, "numba-cuda[cu13]>=0.30", "pytest>=8", "hypothesis>=6.100"],
+        # ... and the benchmark suite's smoke run, which needs the bench tools too.
+        "test": [
+            TENSORFLOW_CPU,
+            "numba-cuda[cu13]>=0.30",
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "pytest-benchmark>=4",
+            "matplotlib>=3.8",
+            "rich>=13",
+        ],
         "bench": [TENSORFLOW_CPU, "pytest>=8", "pytest-benchmark>=4", "matplotlib>=3.8", "rich>=13"],
     },
 )

@@ -231,7 +231,7 @@ def test_scale_rows(shape, dtype):
 
 
 def test_scale_rows_names_bad_shapes():
-    with pytest.raises(ValueError, match=r"factors must have grad's leading shape and dtype, got factors \(4,\) float64 and grad \(3, 2\)"):
+    with pytest.raises(ValueError, match=r"factors must have grad.s leading shape and dtype, got factors \(4,\) float64 and grad \(3, 2\)"):
         cpu.scale_rows(np.ones(4), np.ones((3, 2)), np.empty((3, 2)))
     with pytest.raises(ValueError, match=r"out must be C-contiguous with shape \(3, 2\)"):
         cpu.scale_rows(np.ones(3), np.ones((3, 2)), np.empty((2, 3)))
