@@ -494,18 +494,20 @@ def _check_class_count(pos_weight, y_pred):
 
 
 def _weighted_sigmoid_cross_entropy_composite(y_true, y_pred, pos_weight, label_smoothing):
-    """The weighted sigmoid cross-entropy with TensorFlow ops, for XLA: the formula of
-    ``kernels.math.weighted_sigmoid_cross_entropy``, whose autodiff is the analytic
-    derivative (``softplus' = sigmoid``, smooth at 0)."""
+    """The weighted sigmoid cross-entropy with TensorFlow ops, for XLA and small inputs:
+    the formula of ``kernels.math.weighted_sigmoid_cross_entropy``, whose autodiff is
+    the analytic derivative (``softplus' = sigmoid``, smooth at 0).
+
+    With ``softplus(x) = softplus(-x) + x`` the two terms share one softplus:
+    ``l softplus(-x) + (1 - z) x``, as cheap as TensorFlow's own op. At ``x = -inf``
+    it is ``inf - inf``: NaN, as TensorFlow's formula gives there for labels in [0, 1].
+    """
     dtype = y_pred.dtype
-    smoothing = tf.cast(label_smoothing, dtype)
+    smoothing = tf.convert_to_tensor(label_smoothing, dtype)  # not tf.cast: via float32
     z = y_true * (1.0 - smoothing) + 0.5 * smoothing
-    positive = tf.constant(pos_weight, dtype) * z
     negative = 1.0 - z
-    values = positive * tf.nn.softplus(-y_pred) + negative * tf.nn.softplus(y_pred)
-    # TensorFlow's own formula at -inf: (1 - z)(-inf) + l inf, NaN for labels in [0, 1].
-    at_minus_inf = negative * y_pred - (positive + negative) * y_pred
-    values = tf.where(tf.equal(y_pred, -math.inf), at_minus_inf, values)
+    weight = tf.constant(pos_weight, dtype) * z + negative
+    values = weight * tf.nn.softplus(-y_pred) + negative * y_pred
     return tf.reduce_mean(values, axis=-1)
 
 

@@ -167,11 +167,12 @@ def test_xla_runs_tensorflow_ops_whatever_the_threshold(launches):
 
 
 class Case(NamedTuple):
-    loss: str  # fusedloss.<loss>(y_true, y_pred, 1.0): delta or margin 1
+    loss: str  # fusedloss.<loss>(y_true, y_pred, param)
     shape: tuple  # y_pred's
     dtype: type
     upstream_scale: float  # the gradient of upstream_scale * sum(loss): upstream != 1 too
     rtol: float
+    param: float = 1.0  # delta, margin or pos_weight
 
 
 CASES = (
@@ -183,6 +184,9 @@ CASES = (
     Case("contrastive", (33, 1), np.float64, 1.0, 1e-13),
     Case("embedding_contrastive", (41, 2, 13), np.float32, 2.0, 1e-5),
     Case("embedding_contrastive", (9, 2, 5), np.float64, 1.0, 1e-12),
+    # float32 exp/log1p approximations in the kernel: relative error below 2e-7.
+    Case("weighted_sigmoid_cross_entropy", (41, 37), np.float32, 2.0, 1e-5, 2.5),
+    Case("weighted_sigmoid_cross_entropy", (5, 3, 7), np.float64, 1.0, 1e-12, 0.5),
 )
 
 
@@ -194,6 +198,9 @@ def _case_inputs(case):
     if case.loss == "contrastive":
         labels = rng.random(case.shape) < 0.5
         return labels.astype(case.dtype), (1.2 * np.abs(rng.standard_normal(case.shape))).astype(case.dtype)
+    if case.loss == "weighted_sigmoid_cross_entropy":
+        labels = rng.random(case.shape) < 0.3
+        return labels.astype(case.dtype), (3.0 * rng.standard_normal(case.shape)).astype(case.dtype)
     labels = rng.random(case.shape[0]) < 0.5  # one per pair, distances around 1
     pairs = rng.standard_normal(case.shape) / np.sqrt(case.shape[-1])
     return labels.astype(case.dtype), pairs.astype(case.dtype)
@@ -218,7 +225,7 @@ def test_both_paths_agree_with_each_other_and_the_reference(case, batch_known, l
         tf.TensorSpec(array.shape if batch_known else (None, *array.shape[1:]), case.dtype) for array in (y_true, y_pred)
     ]
     loss_fn = getattr(fusedloss, case.loss)
-    body = functools.partial(_loss_and_gradient, lambda t, p: loss_fn(t, p, 1.0))
+    body = functools.partial(_loss_and_gradient, lambda t, p: loss_fn(t, p, case.param))
     results = {}
     for threshold, path in ((size, "fused"), (size + 1, "composite")):
         fusedloss.set_min_fused_size(threshold)
@@ -228,7 +235,7 @@ def test_both_paths_agree_with_each_other_and_the_reference(case, batch_known, l
         before = launches()
         results[path] = [value.numpy() for value in traced(y_true, y_pred)]
         assert launches() - before == (1 if path == "fused" else 0)
-    expected_loss, expected_grad = getattr(reference, case.loss)(y_true, y_pred, 1.0)
+    expected_loss, expected_grad = getattr(reference, case.loss)(y_true, y_pred, case.param)
     expected_grad = case.upstream_scale * expected_grad
     for fused, composite, expected in zip(results["fused"], results["composite"], (expected_loss, expected_grad)):
         atol = case.rtol * np.abs(expected).max()
