@@ -16,6 +16,14 @@ numba's compilation).
 32 MB or more is a fresh mmap whose page faults are paid on every call, which slows
 TensorFlow's large temporaries (native providers at 1e7 elements) far more than the
 fused kernels, whose outputs are pooled. Results go to ``<mode>-reuse-malloc.*``.
+``--huge-pages`` reruns it with glibc asking for transparent huge pages for its large
+blocks (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, where the kernel's THP mode is
+``madvise``): TensorFlow's tensors then get them as NumPy's arrays already do, which
+speeds every provider that reads or writes them. Results go to ``<mode>-huge-pages.*``.
+
+After the suite (``--smoke`` included, at one tiny size), ``benchmarks.threading_layers``
+times the Huber kernel and the bridge under each numba threading layer, in one child
+process per layer, into ``<mode>-threading.md``.
 
 The exit status is pytest's: non-zero when any provider disagreed with the reference.
 """
@@ -96,27 +104,39 @@ def parse_arguments(argv):
     parser.add_argument(
         "--reuse-malloc", action="store_true", help="glibc reuses large freed blocks (fairer to native TF at 1e7)"
     )
+    parser.add_argument(
+        "--huge-pages", action="store_true", help="glibc asks for transparent huge pages for large blocks"
+    )
     parser.set_defaults(mode="full")
     return parser.parse_args(argv)
 
 
 # glibc reads these once, at process start: set them, then start again.
-REUSE_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**33)}
+MALLOC_SETTINGS = {
+    "reuse_malloc": {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**33)},
+    "huge_pages": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+}
+# Timing of the threading layers per run mode: (sizes, repeats).
+THREADING_RUNS = {"smoke": ((1_000,), 3), "quick": ((10_000, 100_000, 1_000_000), 100), "full": ((10_000, 100_000, 1_000_000), 400)}
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     arguments = parse_arguments(argv)
-    if arguments.reuse_malloc and any(os.environ.get(k) != v for k, v in REUSE_MALLOC.items()):
+    wanted = {}
+    for option, settings in MALLOC_SETTINGS.items():
+        if getattr(arguments, option):
+            wanted.update(settings)
+    if any(os.environ.get(k) != v for k, v in wanted.items()):
         sys.stdout.flush()
-        os.execve(sys.executable, [sys.executable, "-m", "benchmarks", *argv], {**os.environ, **REUSE_MALLOC})
+        os.execve(sys.executable, [sys.executable, "-m", "benchmarks", *argv], {**os.environ, **wanted})
     from rich.console import Console
 
     from . import report  # TensorFlow comes with it: not for --help
     console = Console()
     console.width = max(console.width, 150)  # the table's 15 columns, also when piped
     arguments.output.mkdir(parents=True, exist_ok=True)
-    name = arguments.mode + ("-reuse-malloc" if arguments.reuse_malloc else "")
+    name = arguments.mode + "".join(f"-{option.replace('_', '-')}" for option in MALLOC_SETTINGS if getattr(arguments, option))
     json_path = arguments.output / f"{name}.json"
     plugin = ProgressPlugin(console)
     console.print(f"[bold]fusedloss CPU benchmarks[/], {arguments.mode} run -> {arguments.output}/")
@@ -144,6 +164,14 @@ def main(argv=None):
     if plugin.passed and json_path.exists():
         stem = arguments.output / name
         report.write(json_path, stem.with_suffix(".md"), stem.with_suffix(".png"), console, timed=arguments.mode != "smoke")
+    if not plugin.failures:
+        from . import threading_layers
+
+        sizes, repeats = THREADING_RUNS[arguments.mode]
+        console.print("[bold]numba threading layers[/] (Huber fwd+bwd, one child process per layer)")
+        table = threading_layers.markdown(threading_layers.run(sizes, repeats))
+        (arguments.output / f"{name}-threading.md").write_text(table, encoding="utf-8")
+        console.print(table, markup=False, highlight=False)
     if plugin.failures:
         console.print(f"[bold red]{len(plugin.failures)} failed[/], {plugin.passed} passed")
     elif exit_code not in (0, pytest.ExitCode.NO_TESTS_COLLECTED):

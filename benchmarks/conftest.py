@@ -26,7 +26,8 @@ class Case(NamedTuple):
     shape: tuple
     mode: str
     provider: str
-    reduction: str  # "none": gradient of the per-sample loss; "mean": of its mean
+    reduction: str  # "mean": the gradient of the per-sample losses' mean, as Keras reduces by default
+    kind: str  # "sweep" (a size of the sweep) or "workload"
 
     @property
     def id(self):
@@ -55,20 +56,20 @@ def cases(config):
     run_mode = RUN_MODES[config.getoption("run_mode")]
     losses = _selected(config, "--losses", LOSSES_BY_NAME)
     providers = _selected(config, "--providers", PROVIDERS)
-    shapes = []  # (spec, label, shape, reduction), in run order
+    shapes = []  # (spec, label, shape, kind), in run order
     for spec in LOSSES:
         if spec.name in losses:
-            shapes += [(spec, f"{size:.0e}", spec.shape_for(size), "none") for size in run_mode.sizes]
+            shapes += [(spec, f"{size:.0e}", spec.shape_for(size), "sweep") for size in run_mode.sizes]
     if run_mode.workloads:
-        shapes += [(LOSSES_BY_NAME[w.loss], w.name, w.shape, "mean") for w in WORKLOADS if w.loss in losses]
+        shapes += [(LOSSES_BY_NAME[w.loss], w.name, w.shape, "workload") for w in WORKLOADS if w.loss in losses]
     generated = []
-    for spec, label, shape, reduction in shapes:
+    for spec, label, shape, kind in shapes:
         missing = missing_parts(spec)
         for mode in MODES:
             for provider in providers:
                 if provider == "bridge" and _bridge_is_fusedloss(shape) and "fusedloss" in providers:
                     continue
-                case = Case(spec, label, shape, mode, provider, reduction)
+                case = Case(spec, label, shape, mode, provider, "mean", kind)
                 marks = [pytest.mark.skip(reason=f"fusedloss lacks {', '.join(missing)}")] if missing else []
                 generated.append(pytest.param(case, id=case.id, marks=marks))
     return generated

@@ -65,7 +65,7 @@ def device():
 def malloc():
     """glibc's large-block policy of this process: "default" (every block of 32 MB or
     more is a fresh mmap) or the thresholds set in the environment."""
-    settings = [f"{k}={os.environ[k]}" for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_") if k in os.environ]
+    settings = [f"{k}={os.environ[k]}" for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES") if k in os.environ]
     return ", ".join(settings) or "default"
 
 

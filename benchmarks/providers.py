@@ -5,7 +5,8 @@
 - ``bridge``: the same, traced with ``min_fused_size = 0``, so the fused kernel runs
   through the TensorFlow bridge at every size (to find the crossover).
 - ``kernel``: the bare CPU launcher, NumPy in, NumPy out, into reused output buffers:
-  the bridge's lower bound. Its gradient is always the per-sample one (upstream 1).
+  the bridge's lower bound. Under reduction ``mean`` it writes the gradient of the mean
+  (``grad_scale = 1 / n``), as the bridge's forward does.
 - ``tf-eager``, ``tf-function``, ``tf-xla``: the native TensorFlow equivalent, eagerly,
   in ``tf.function`` and in ``tf.function(jit_compile=True)``.
 
@@ -95,15 +96,18 @@ def _runs_a_kernel(graph):
     return any(op.type in ("PyFunc", "PyFuncStateless", "EagerPyFunc") for op in graph.get_operations())
 
 
-def _prepare_kernel(spec, mode, y_true, y_pred, params):
+def _prepare_kernel(spec, mode, reduction, y_true, y_pred, params):
+    from fusedloss import ops
     from fusedloss.kernels import cpu
 
     launcher = getattr(cpu, spec.name)
-    with_grad = mode == "fwd+bwd"
-    loss_out, grad_out = launcher(y_true, y_pred, *params, with_grad=with_grad)
+    options = {"with_grad": mode == "fwd+bwd"}
+    loss_out, grad_out = launcher(y_true, y_pred, *params, **options)
+    expected_upstream = "mean" if reduction == "mean" else "ones"
+    options["grad_scale"] = ops.grad_scale(expected_upstream, loss_out.size, y_pred.dtype)
 
     def call():
-        return launcher(y_true, y_pred, *params, with_grad=with_grad, loss_out=loss_out, grad_out=grad_out)
+        return launcher(y_true, y_pred, *params, loss_out=loss_out, grad_out=grad_out, **options)
 
     return Prepared(call, lambda outputs: (np.array(outputs[0]), None if outputs[1] is None else np.array(outputs[1])), "fused")
 
@@ -115,7 +119,7 @@ def prepare(provider, spec, mode, reduction, y_true, y_pred, params):
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
     if provider == "kernel":
-        return _prepare_kernel(spec, mode, y_true, y_pred, params)
+        return _prepare_kernel(spec, mode, reduction, y_true, y_pred, params)
     return _prepare_tf(provider, spec, mode, reduction, y_true, y_pred, params)
 
 

@@ -33,6 +33,7 @@ class Result(NamedTuple):
     mode: str
     provider: str
     reduction: str
+    kind: str
     size: int
     path: str
     median_s: float
@@ -129,7 +130,7 @@ def crossovers(results):
     sweeps = defaultdict(list)
     for (op, label, mode), row in _group(results).items():
         bridge, native = _bridge(row), row.get("tf-function")
-        if bridge is not None and native is not None and bridge.reduction == "none":
+        if bridge is not None and native is not None and bridge.kind == "sweep":
             sweeps[(op, mode)].append((bridge.size, native.median_s / bridge.median_s))
     found = {}
     for key, points in sweeps.items():
@@ -211,7 +212,7 @@ def plot(results, png_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sweep = [r for r in results if r.reduction == "none" and r.mode == "fwd+bwd"]
+    sweep = [r for r in results if r.kind == "sweep" and r.mode == "fwd+bwd"]
     ops = list(dict.fromkeys(r.op for r in sweep))
     if not ops:
         return

@@ -162,17 +162,18 @@ def wanted(y_pred):
     return on_gpu(device) and backend(device) == "cuda"
 
 
-def forward(loss_name, params, y_true, y_pred, reduced_axes=1):
+def forward(loss_name, params, y_true, y_pred, reduced_axes=1, expected_upstream="ones"):
     """``(loss, grad)`` of ``kernels.cuda.<loss_name>`` as a TensorFlow op on the GPU.
 
     ``y_true``/``y_pred``: float32 or float64 tensors; the loss has shape
-    ``y_pred.shape[:-reduced_axes]``. The outputs' static shapes are left to the
-    caller, as for ``tf.numpy_function``.
+    ``y_pred.shape[:-reduced_axes]``; the gradient is written for ``expected_upstream``
+    (``ops.rescale``). The outputs' static shapes are left to the caller, as for
+    ``tf.numpy_function``.
     """
     placement = tf.device(y_pred.device) if y_pred.device else contextlib.nullcontext()
     with placement, _tapes_paused():
         return tf.py_function(
-            functools.partial(_run_on_device, loss_name, params, reduced_axes),
+            functools.partial(_run_on_device, loss_name, params, reduced_axes, expected_upstream),
             [y_true, y_pred],
             [y_pred.dtype, y_pred.dtype],
             name=f"fused_{loss_name}_gpu",
@@ -194,13 +195,17 @@ def _tapes_paused():
     return record.stop_recording()
 
 
-def _run_on_device(loss_name, params, reduced_axes, y_true, y_pred):
+def _run_on_device(loss_name, params, reduced_axes, expected_upstream, y_true, y_pred):
     """Body of the ``tf.py_function``: eager tensors in, ``[loss, grad]`` out."""
     global last_launch
+    from .ops import grad_scale
+
+    n_losses = int(np.prod(y_pred.shape[: len(y_pred.shape) - reduced_axes], dtype=np.int64))
+    scale = grad_scale(expected_upstream, n_losses, y_pred.dtype.as_numpy_dtype)
     if not on_gpu(y_pred.device):
         # TensorFlow placed the op on the host after all (e.g. soft placement).
         launcher = getattr(backend_kernels(y_pred.device), loss_name)
-        return list(launcher(y_true.numpy(), y_pred.numpy(), *params))
+        return list(launcher(y_true.numpy(), y_pred.numpy(), *params, grad_scale=scale))
     with tf.device(y_pred.device):
         loss = tf.raw_ops.Empty(shape=tf.shape(y_pred)[:-reduced_axes], dtype=y_pred.dtype)
         grad = tf.raw_ops.Empty(shape=tf.shape(y_pred), dtype=y_pred.dtype)
@@ -217,7 +222,8 @@ def _run_on_device(loss_name, params, reduced_axes, y_true, y_pred):
     with cuda.gpus[device_id]:
         device_true, device_pred, loss_out, grad_out = _device_arrays(buffers)
         cuda.synchronize()
-        getattr(cuda_kernels, loss_name)(device_true, device_pred, *params, loss_out=loss_out, grad_out=grad_out)
+        launcher = getattr(cuda_kernels, loss_name)
+        launcher(device_true, device_pred, *params, loss_out=loss_out, grad_out=grad_out, grad_scale=scale)
         cuda.synchronize()
     names = ("y_true", "y_pred", "loss", "grad")
     last_launch = Launch(loss_name, device_id, {name: buffer.pointer for name, buffer in zip(names, buffers)})

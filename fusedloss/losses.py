@@ -22,6 +22,11 @@ class FusedLoss(keras.losses.Loss):
         """The loss's own parameters, as keyword arguments of its constructor."""
         return {}
 
+    def _expected_upstream(self):
+        # What Keras's reduction will send back to each per-sample loss (sample
+        # weights and masks aside): the kernel writes its gradient for that.
+        return "mean" if self.reduction in ("sum_over_batch_size", "mean", "mean_with_sample_weight") else "ones"
+
     def get_config(self):
         return {"name": self.name, "reduction": self.reduction, "dtype": self._dtype_argument, **self.parameters()}
 
@@ -56,7 +61,7 @@ class Huber(FusedLoss):
         self.delta = ops.check_parameter("delta", delta)
 
     def call(self, y_true, y_pred):
-        return ops.huber(y_true, y_pred, delta=self.delta)
+        return ops.huber(y_true, y_pred, delta=self.delta, expected_upstream=self._expected_upstream())
 
     def parameters(self):
         return {"delta": self.delta}
@@ -98,7 +103,7 @@ class ContrastiveLoss(FusedLoss):
         self.margin = ops.check_margin(margin)
 
     def call(self, y_true, y_pred):
-        return ops.contrastive(y_true, y_pred, margin=self.margin)
+        return ops.contrastive(y_true, y_pred, margin=self.margin, expected_upstream=self._expected_upstream())
 
     def parameters(self):
         return {"margin": self.margin}
@@ -141,7 +146,7 @@ class EmbeddingContrastiveLoss(FusedLoss):
         self.margin = ops.check_margin(margin)
 
     def call(self, y_true, y_pred):
-        return ops.embedding_contrastive(y_true, y_pred, margin=self.margin)
+        return ops.embedding_contrastive(y_true, y_pred, margin=self.margin, expected_upstream=self._expected_upstream())
 
     def parameters(self):
         return {"margin": self.margin}
@@ -190,7 +195,9 @@ class WeightedSigmoidCrossEntropy(FusedLoss):
         self.label_smoothing = ops.check_label_smoothing(label_smoothing)
 
     def call(self, y_true, y_pred):
-        return ops.weighted_sigmoid_cross_entropy(y_true, y_pred, self.pos_weight, self.label_smoothing)
+        return ops.weighted_sigmoid_cross_entropy(
+            y_true, y_pred, self.pos_weight, self.label_smoothing, expected_upstream=self._expected_upstream()
+        )
 
     def parameters(self):
         pos_weight = list(self.pos_weight) if isinstance(self.pos_weight, tuple) else self.pos_weight

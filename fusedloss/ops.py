@@ -3,8 +3,9 @@
 Each public function here returns the per-sample loss (the mean over the last axis,
 as Keras losses do) and is differentiable with respect to ``y_pred``. Its forward
 calls one fused kernel through ``tf.numpy_function`` that writes the loss *and* the
-gradient; its backward only rescales that saved gradient by the upstream gradient,
-and skips even that when the upstream is exactly 1.
+gradient, already multiplied by the upstream gradient it expects (``1 / n`` per
+sample for the mean Keras takes by default, or 1); its backward returns that saved
+gradient when the upstream is the expected one and otherwise rescales it.
 
 Inside an XLA-compiled function, where ``tf.numpy_function`` cannot run, and for
 inputs below ``backends.min_fused_size()`` elements, where the bridge's fixed cost
@@ -30,6 +31,17 @@ from .buffers import pool
 
 # ---------------------------------------------------------------------------------
 # Input checks shared by every loss
+
+# The upstream gradient a fused forward expects for its per-sample losses, and writes
+# its gradient already multiplied by: "mean" (1 / n each: a mean over the n losses, the
+# default reduction of Keras losses) or "ones" (their sum, or the losses themselves).
+EXPECTED_UPSTREAMS = ("mean", "ones")
+
+
+def check_expected_upstream(expected_upstream):
+    if expected_upstream not in EXPECTED_UPSTREAMS:
+        raise ValueError(f"expected_upstream must be one of {EXPECTED_UPSTREAMS}, got {expected_upstream!r}")
+    return expected_upstream
 
 
 def check_parameter(name, value, minimum=0.0, inclusive=False):
@@ -116,7 +128,17 @@ def _gradient_may_be_recorded():
     return bool(record.could_possibly_record())
 
 
-def _run_kernel(loss_name, params, reduced_axes, with_grad, y_true, y_pred):
+def grad_scale(expected_upstream, n_losses, dtype):
+    """What the kernel multiplies the gradient by for ``expected_upstream``: 1, or
+    ``1 / n_losses`` rounded to ``dtype`` as TensorFlow's and Keras's mean gradients
+    compute it (one division in that dtype), so that ``rescale`` finds them equal."""
+    dtype = np.dtype(dtype)
+    if expected_upstream == "ones" or n_losses == 0:
+        return dtype.type(1)
+    return dtype.type(1) / dtype.type(n_losses)
+
+
+def _run_kernel(loss_name, params, reduced_axes, with_grad, expected_upstream, y_true, y_pred):
     """Host side of ``tf.numpy_function``: run one fused kernel into pooled buffers.
 
     ``y_true``/``y_pred`` may be views of TensorFlow's memory: they are only read.
@@ -127,19 +149,22 @@ def _run_kernel(loss_name, params, reduced_axes, with_grad, y_true, y_pred):
     dtype = y_pred.dtype
     loss_out = pool.take(y_pred.shape[: y_pred.ndim - reduced_axes], dtype)
     grad_out = pool.take(y_pred.shape, dtype) if with_grad else None
-    loss, grad = launcher(y_true, y_pred, *params, with_grad=with_grad, loss_out=loss_out, grad_out=grad_out)
+    scale = grad_scale(expected_upstream, loss_out.size, dtype)
+    loss, grad = launcher(
+        y_true, y_pred, *params, with_grad=with_grad, loss_out=loss_out, grad_out=grad_out, grad_scale=scale
+    )
     return [loss, grad] if with_grad else [loss]
 
 
-def _call_kernel(loss_name, params, reduced_axes, with_grad, y_true, y_pred):
+def _call_kernel(loss_name, params, reduced_axes, with_grad, expected_upstream, y_true, y_pred):
     """The kernel as a TF op, with static output shapes: on the tensors' GPU through
     ``gpu_bridge`` (which always computes the gradient), else ``tf.numpy_function``
     around ``_run_kernel`` on the host."""
     if gpu_bridge.wanted(y_pred):
-        outputs = list(gpu_bridge.forward(loss_name, params, y_true, y_pred, reduced_axes))
+        outputs = list(gpu_bridge.forward(loss_name, params, y_true, y_pred, reduced_axes, expected_upstream))
     else:
         outputs = tf.numpy_function(
-            functools.partial(_run_kernel, loss_name, params, reduced_axes, with_grad),
+            functools.partial(_run_kernel, loss_name, params, reduced_axes, with_grad, expected_upstream),
             [y_true, y_pred],
             [y_pred.dtype] * (2 if with_grad else 1),
             stateful=False,
@@ -170,33 +195,50 @@ def _known_to_be_ones(upstream):
     return op is not None and op.type == "Fill" and tf.get_static_value(op.inputs[1]) == 1
 
 
-def rescale(upstream, saved_grad):
-    """``upstream[..., None, ...] * saved_grad``, or ``saved_grad`` itself when every
-    upstream value is exactly 1 (``tape.gradient`` of an unreduced loss): decided when
-    tracing where the graph shows it (no op at all), else per call.
+def rescale(upstream, saved_grad, expected_upstream="ones"):
+    """The gradient for ``upstream`` from ``saved_grad``, the gradient the forward wrote
+    for ``expected_upstream``: ``saved_grad`` itself when every upstream value is the
+    expected one, else ``upstream[..., None, ...] / expected * saved_grad``.
+
+    For "ones" the graph often shows it (``tape.gradient`` of an unreduced loss): then
+    no op at all; otherwise the choice is made per call. For "mean", the expected value
+    is ``1 / n`` with ``n = size(upstream)``, computed as TensorFlow's ``reduce_mean``
+    and Keras's mean reduction compute their gradients, so those match exactly.
 
     The product is a kernel writing into a pooled buffer, not a TensorFlow multiply:
     TensorFlow's fresh output for every step cost more than the whole fused forward
     (page faults; 150 ms for 1e5 x 2 x 128 float32 against 37 ms for the kernel).
     """
-    if _known_to_be_ones(upstream):
+    if expected_upstream == "ones" and _known_to_be_ones(upstream):
         return saved_grad
-    upstream = tf.cast(upstream, saved_grad.dtype)
+    if expected_upstream == "mean":
+        count = tf.size(upstream)
+        expected = 1 / tf.cast(count, upstream.dtype)
+        factors = tf.cast(upstream, saved_grad.dtype) * tf.cast(count, saved_grad.dtype)
+    else:
+        expected = tf.ones((), upstream.dtype)
+        factors = tf.cast(upstream, saved_grad.dtype)
 
     def scaled():
-        product = tf.numpy_function(_scale_saved_grad, [upstream, saved_grad], saved_grad.dtype, stateful=False)
+        if gpu_bridge.wanted(saved_grad):
+            # On the GPU a TensorFlow multiply stays on the device, and TensorFlow's
+            # GPU allocator reuses its memory.
+            trailing = tf.ones([saved_grad.shape.rank - upstream.shape.rank], tf.int32)
+            return tf.reshape(factors, tf.concat([tf.shape(factors), trailing], 0)) * saved_grad
+        product = tf.numpy_function(_scale_saved_grad, [factors, saved_grad], saved_grad.dtype, stateful=False)
         product.set_shape(saved_grad.shape)
         return product
 
-    return tf.cond(tf.reduce_all(tf.equal(upstream, 1)), lambda: tf.identity(saved_grad), scaled)
+    return tf.cond(tf.reduce_all(tf.equal(upstream, expected)), lambda: tf.identity(saved_grad), scaled)
 
 
-def fused_loss(loss_name, y_true, y_pred, params, reduced_axes=1):
+def fused_loss(loss_name, y_true, y_pred, params, reduced_axes=1, expected_upstream="mean"):
     """Per-sample loss of ``kernels.<backend>.<loss_name>``, differentiable in ``y_pred``.
 
     ``params`` are passed positionally to the launcher after ``y_true, y_pred``. The
     loss has shape ``y_pred.shape[:-reduced_axes]``: the kernel reduces that many
     trailing axes (1 for a mean over the last axis; 2 for ``(batch, 2, dim)`` pairs).
+    The saved gradient is written for ``expected_upstream`` (see ``rescale``).
 
     Under a recording gradient tape the forward runs the fused kernel and saves the
     gradient. Without one (evaluate, predict-time metrics) it runs the loss-only kernel
@@ -211,11 +253,11 @@ def fused_loss(loss_name, y_true, y_pred, params, reduced_axes=1):
         compute_dtype = _compute_dtype(y_pred.dtype)
         kernel = (loss_name, params, reduced_axes)
         computed = (tf.cast(y_true, compute_dtype), tf.cast(y_pred, compute_dtype))
-        outputs = _call_kernel(*kernel, with_grad, *computed)
+        outputs = _call_kernel(*kernel, with_grad, expected_upstream, *computed)
 
         def backward(upstream):
-            grad = outputs[1] if len(outputs) > 1 else _call_kernel(*kernel, True, *computed)[1]
-            return None, tf.cast(rescale(upstream, grad), y_pred.dtype)
+            grad = outputs[1] if len(outputs) > 1 else _call_kernel(*kernel, True, expected_upstream, *computed)[1]
+            return None, tf.cast(rescale(upstream, grad, expected_upstream), y_pred.dtype)
 
         return tf.cast(outputs[0], y_pred.dtype), backward
 
@@ -278,7 +320,7 @@ def _huber_composite(y_true, y_pred, delta):
     return tf.reduce_mean(values, axis=-1)
 
 
-def huber(y_true, y_pred, delta=1.0):
+def huber(y_true, y_pred, delta=1.0, *, expected_upstream="mean"):
     """Per-sample Huber loss, computed with its gradient in one fused pass.
 
     Formula (per element, ``e = y_pred - y_true``), then the mean over the last axis::
@@ -290,6 +332,12 @@ def huber(y_true, y_pred, delta=1.0):
         y_true: labels, any numeric dtype (cast to ``y_pred``'s), shape of ``y_pred``.
         y_pred: predictions, float tensor of rank >= 1.
         delta: where the loss turns from quadratic to linear; finite and > 0.
+        expected_upstream: ``"mean"`` (default) when the per-sample losses will be
+            averaged, as Keras's default reduction and ``tf.reduce_mean`` do, or
+            ``"ones"`` when they will be summed or differentiated as they are. The
+            forward writes the gradient for that upstream, so the backward pass has
+            nothing left to do; any other upstream still gets the right gradient, at
+            the cost of one more pass over it.
 
     Example:
         >>> fusedloss.huber([[0.0, 1.0]], [[0.5, 3.0]], delta=1.0)  # [(0.125 + 1.5) / 2]
@@ -299,8 +347,10 @@ def huber(y_true, y_pred, delta=1.0):
         and gradients as ``keras.losses.huber``.
     """
     delta = check_parameter("delta", delta)
+    check_expected_upstream(expected_upstream)
     y_true, y_pred = prepare(y_true, y_pred)
-    return dispatch("huber", y_true, y_pred, (delta,), functools.partial(_huber_composite, delta=delta))
+    composite = functools.partial(_huber_composite, delta=delta)
+    return dispatch("huber", y_true, y_pred, (delta,), composite, expected_upstream=expected_upstream)
 
 
 # ---------------------------------------------------------------------------------
@@ -323,7 +373,7 @@ def check_margin(margin):
     return check_parameter("margin", margin, minimum=0.0, inclusive=True)
 
 
-def contrastive(y_true, y_pred, margin=1.0):
+def contrastive(y_true, y_pred, margin=1.0, *, expected_upstream="mean"):
     """Per-sample contrastive loss of distances, fused with its gradient.
 
     The convention of ``tfa.losses.contrastive_loss`` (TF Addons): ``y_pred`` is the
@@ -350,6 +400,12 @@ def contrastive(y_true, y_pred, margin=1.0):
             loss per pair; a rank-1 ``(batch,)`` gives the mean over the batch, as
             Keras losses average the last axis.
         margin: finite and >= 0, else ``ValueError``.
+        expected_upstream: ``"mean"`` (default) when the per-sample losses will be
+            averaged, as Keras's default reduction and ``tf.reduce_mean`` do, or
+            ``"ones"`` when they will be summed or differentiated as they are. The
+            forward writes the gradient for that upstream, so the backward pass has
+            nothing left to do; any other upstream still gets the right gradient, at
+            the cost of one more pass over it.
 
     Example:
         >>> fusedloss.contrastive([[1.0], [0.0]], [[0.5], [0.25]], margin=1.0)  # [0.25, 0.5625]
@@ -358,8 +414,10 @@ def contrastive(y_true, y_pred, margin=1.0):
         The loss per sample: shape ``y_pred.shape[:-1]``.
     """
     margin = check_margin(margin)
+    check_expected_upstream(expected_upstream)
     y_true, y_pred = prepare(y_true, y_pred)
-    return dispatch("contrastive", y_true, y_pred, (margin,), functools.partial(_contrastive_composite, margin=margin))
+    composite = functools.partial(_contrastive_composite, margin=margin)
+    return dispatch("contrastive", y_true, y_pred, (margin,), composite, expected_upstream=expected_upstream)
 
 
 # ---------------------------------------------------------------------------------
@@ -417,7 +475,7 @@ def _embedding_contrastive_composite(y_true, pairs, margin):
     return tf.cast(_contrastive_values(tf.cast(y_true, compute_dtype), distance, margin), pairs.dtype)
 
 
-def embedding_contrastive(y_true, pairs, margin=1.0):
+def embedding_contrastive(y_true, pairs, margin=1.0, *, expected_upstream="mean"):
     """Per-pair contrastive loss straight from the two embeddings of each pair.
 
     ``pairs[:, 0]`` and ``pairs[:, 1]`` are the two embeddings of a pair; one fused
@@ -443,6 +501,12 @@ def embedding_contrastive(y_true, pairs, margin=1.0):
         pairs: float tensor of shape ``(batch, 2, dim)``, the two embeddings stacked
             on axis 1, e.g. ``keras.ops.stack([embedding_a, embedding_b], axis=1)``.
         margin: finite and >= 0, else ``ValueError``.
+        expected_upstream: ``"mean"`` (default) when the per-sample losses will be
+            averaged, as Keras's default reduction and ``tf.reduce_mean`` do, or
+            ``"ones"`` when they will be summed or differentiated as they are. The
+            forward writes the gradient for that upstream, so the backward pass has
+            nothing left to do; any other upstream still gets the right gradient, at
+            the cost of one more pass over it.
 
     Example:
         >>> pairs = [[[0.0, 0.0], [3.0, 4.0]], [[1.0, 1.0], [1.0, 1.5]]]
@@ -453,9 +517,11 @@ def embedding_contrastive(y_true, pairs, margin=1.0):
         ``contrastive(y_true, d)`` with a distance layer in front, in one pass.
     """
     margin = check_margin(margin)
+    check_expected_upstream(expected_upstream)
     y_true, pairs = prepare_pairs(y_true, pairs)
     composite = functools.partial(_embedding_contrastive_composite, margin=margin)
-    return dispatch("embedding_contrastive", y_true, pairs, (margin,), composite, reduced_axes=2)
+    options = {"reduced_axes": 2, "expected_upstream": expected_upstream}
+    return dispatch("embedding_contrastive", y_true, pairs, (margin,), composite, **options)
 
 
 # ---------------------------------------------------------------------------------
@@ -511,7 +577,7 @@ def _weighted_sigmoid_cross_entropy_composite(y_true, y_pred, pos_weight, label_
     return tf.reduce_mean(values, axis=-1)
 
 
-def weighted_sigmoid_cross_entropy(y_true, y_pred, pos_weight=1.0, label_smoothing=0.0):
+def weighted_sigmoid_cross_entropy(y_true, y_pred, pos_weight=1.0, label_smoothing=0.0, *, expected_upstream="mean"):
     """Per-sample weighted sigmoid cross-entropy with logits, computed with its gradient
     in one fused pass.
 
@@ -533,6 +599,12 @@ def weighted_sigmoid_cross_entropy(y_true, y_pred, pos_weight=1.0, label_smoothi
             with one weight per class (the last axis).
         label_smoothing: in [0, 1]; labels are pulled towards 0.5 as in
             ``keras.losses.BinaryCrossentropy``.
+        expected_upstream: ``"mean"`` (default) when the per-sample losses will be
+            averaged, as Keras's default reduction and ``tf.reduce_mean`` do, or
+            ``"ones"`` when they will be summed or differentiated as they are. The
+            forward writes the gradient for that upstream, so the backward pass has
+            nothing left to do; any other upstream still gets the right gradient, at
+            the cost of one more pass over it.
 
     Example:
         >>> fusedloss.weighted_sigmoid_cross_entropy([[1.0, 0.0]], [[2.0, -1.0]], pos_weight=3.0)
@@ -543,10 +615,13 @@ def weighted_sigmoid_cross_entropy(y_true, y_pred, pos_weight=1.0, label_smoothi
     """
     pos_weight = check_pos_weight(pos_weight)
     label_smoothing = check_label_smoothing(label_smoothing)
+    check_expected_upstream(expected_upstream)
     y_true, y_pred = prepare(y_true, y_pred)
     _check_class_count(pos_weight, y_pred)
     kernel_weight = np.asarray(pos_weight, np.float64) if isinstance(pos_weight, tuple) else pos_weight
     composite = functools.partial(
         _weighted_sigmoid_cross_entropy_composite, pos_weight=pos_weight, label_smoothing=label_smoothing
     )
-    return dispatch("weighted_sigmoid_cross_entropy", y_true, y_pred, (kernel_weight, label_smoothing), composite)
+    params = (kernel_weight, label_smoothing)
+    options = {"expected_upstream": expected_upstream}
+    return dispatch("weighted_sigmoid_cross_entropy", y_true, y_pred, params, composite, **options)

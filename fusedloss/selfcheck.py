@@ -47,7 +47,8 @@ def _fused_losses():
         composite = getattr(ops, f"_{name}_composite", None)
         if inspect.isfunction(fused) and composite is not None:
             parameters = list(inspect.signature(fused).parameters.values())[2:]
-            found[name] = (fused, composite, tuple(p.default for p in parameters))
+            defaults = tuple(p.default for p in parameters if p.kind == p.POSITIONAL_OR_KEYWORD)
+            found[name] = (fused, composite, defaults)
     return found
 
 
@@ -116,8 +117,11 @@ def check_loss(name, fused, composite, params, device, seed=0):
             want = composite(y_true, y_pred, *params)
             gpu_bridge.last_launch = None
             loss = fused(y_true, y_pred, *params)
+            # The gradient of the mean, as Keras's default reduction takes it: the one the
+            # kernel writes directly, so the caller's gradient is the kernel's own buffer.
+            mean, want_mean = tf.reduce_mean(loss), tf.reduce_mean(want)
         launch = gpu_bridge.last_launch
-        grad, want_grad = tape.gradient(loss, y_pred), tape.gradient(want, y_pred)
+        grad, want_grad = tape.gradient(mean, y_pred), tape.gradient(want_mean, y_pred)
 
         checks.append(Check(name, "eager", "loss", *_close(loss, want)))
         checks.append(Check(name, "eager", "gradient", *_close(grad, want_grad)))
@@ -144,7 +148,8 @@ def check_loss(name, fused, composite, params, device, seed=0):
             with tf.GradientTape() as tape:
                 tape.watch(y_pred)
                 loss = fused(y_true, y_pred, *params)
-            return loss, tape.gradient(loss, y_pred)
+                mean = tf.reduce_mean(loss)
+            return loss, tape.gradient(mean, y_pred)
 
         gpu_bridge.last_launch = None
         loss, grad = step(y_true, y_pred)

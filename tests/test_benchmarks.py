@@ -4,6 +4,7 @@ provider disagrees with the float64 reference."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,7 @@ def test_huber_is_benchmarked():
 
 def _result(provider, size, seconds, mode="fwd+bwd", op="huber", path="fused"):
     return report.Result(
-        op=op, label=f"{size:.0e}", mode=mode, provider=provider, reduction="none", size=size, path=path,
+        op=op, label=f"{size:.0e}", mode=mode, provider=provider, reduction="mean", kind="sweep", size=size, path=path,
         median_s=seconds, spread=0.01, gbps=1.0, x_floor=seconds / 1e-3, floor_s=1e-3,
     )
 
@@ -124,3 +125,7 @@ def test_smoke_run_checks_every_provider_of_every_available_loss(tmp_path):
     assert paths["fusedloss"] == "tf-ops"  # 2000 elements: below the dispatch threshold
     assert (tmp_path / "smoke.md").read_text().count("| huber |") == 2
     assert (tmp_path / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The threading layers, each in its own process: OpenMP and workqueue come with numba.
+    threading = (tmp_path / "smoke-threading.md").read_text()
+    for layer in ("omp", "workqueue"):
+        assert re.search(rf"^\| {layer} \| \d+ \| 1e\+03 \| [\d.]+ µs \| [\d.]+ µs \|$", threading, re.MULTILINE), threading

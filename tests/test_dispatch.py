@@ -316,7 +316,7 @@ def test_unit_upstream_seen_in_the_graph_needs_no_rescale(batch_known):
     def gradient(y_true, y_pred, reduce):
         with tf.GradientTape() as tape:
             tape.watch(y_pred)
-            loss = fusedloss.huber(y_true, y_pred)
+            loss = fusedloss.huber(y_true, y_pred, expected_upstream="ones")
             objective = tf.reduce_mean(loss) if reduce else loss
         return tape.gradient(objective, y_pred)
 
@@ -331,3 +331,104 @@ def test_unit_upstream_seen_in_the_graph_needs_no_rescale(batch_known):
     expected = reference.huber(y_true, y_pred)[1]
     np.testing.assert_allclose(tf.function(functools.partial(gradient, reduce=False))(y_true, y_pred), expected, rtol=2e-6)
     np.testing.assert_allclose(tf.function(functools.partial(gradient, reduce=True))(y_true, y_pred), expected / 4, rtol=2e-6)
+
+
+@pytest.fixture
+def rescales(monkeypatch):
+    """The number of backward passes that rescaled the saved gradient so far (functions
+    traced after this fixture)."""
+    counter = {"n": 0}
+    scale = ops._scale_saved_grad
+
+    def counting(*args):
+        counter["n"] += 1
+        return scale(*args)
+
+    monkeypatch.setattr(ops, "_scale_saved_grad", counting)
+    return lambda: counter["n"]
+
+
+class UpstreamCase(NamedTuple):
+    loss: str  # fusedloss.<loss>(y_true, y_pred, 1.0, expected_upstream=...)
+    shape: tuple  # y_pred's
+    dtype: type
+    expected_upstream: str
+    objective: str  # of the per-sample losses: "mean", "sum", "none" or "weighted" (a weighted mean)
+    rescaled: bool  # whether the backward needs a pass of its own
+
+
+UPSTREAM_CASES = (
+    UpstreamCase("huber", (37, 11), np.float32, "mean", "mean", False),
+    UpstreamCase("huber", (3, 5, 7), np.float64, "mean", "mean", False),  # 15 losses
+    UpstreamCase("huber", (37, 11), np.float32, "mean", "sum", True),
+    UpstreamCase("huber", (37, 11), np.float32, "mean", "none", True),
+    UpstreamCase("huber", (37, 11), np.float32, "mean", "weighted", True),
+    UpstreamCase("huber", (37, 11), np.float32, "ones", "sum", False),
+    UpstreamCase("huber", (37, 11), np.float32, "ones", "mean", True),
+    UpstreamCase("huber", (37, 11), np.float16, "mean", "mean", False),
+    UpstreamCase("embedding_contrastive", (29, 2, 5), np.float32, "mean", "mean", False),
+    UpstreamCase("embedding_contrastive", (29, 2, 5), np.float64, "mean", "weighted", True),
+    UpstreamCase("weighted_sigmoid_cross_entropy", (13, 17), np.float32, "mean", "mean", False),
+    UpstreamCase("contrastive", (31, 1), np.float64, "ones", "weighted", True),
+)
+
+
+def _objective(kind, loss):
+    if kind == "mean":
+        return tf.reduce_mean(loss)
+    if kind == "sum":
+        return tf.reduce_sum(loss)
+    if kind == "weighted":
+        weights = tf.cast(tf.range(tf.size(loss)) % 3, loss.dtype)
+        return tf.reduce_mean(tf.reshape(weights, tf.shape(loss)) * loss)
+    return loss
+
+
+@pytest.mark.parametrize("case", UPSTREAM_CASES, ids=lambda c: f"{c.loss}-{c.shape}-{np.dtype(c.dtype).name}-{c.expected_upstream}-{c.objective}")
+def test_expected_upstream_is_free_and_any_other_is_still_right(case, rescales):
+    fusedloss.set_min_fused_size(0)
+    y_true, y_pred = _case_inputs(case)
+    loss_fn = getattr(fusedloss, case.loss)
+
+    @tf.function
+    def gradient(y_true, y_pred):
+        with tf.GradientTape() as tape:
+            tape.watch(y_pred)
+            loss = loss_fn(y_true, y_pred, 1.0, expected_upstream=case.expected_upstream)
+            objective = _objective(case.objective, loss)
+        return tape.gradient(objective, y_pred)
+
+    @tf.function
+    def native_gradient(y_true, y_pred):  # the TensorFlow-ops path of the same math
+        with tf.GradientTape() as tape:
+            tape.watch(y_pred)
+            objective = _objective(case.objective, loss_fn(y_true, y_pred, 1.0))
+        return tape.gradient(objective, y_pred)
+
+    got = gradient(tf.constant(y_true), tf.constant(y_pred))
+    assert rescales() == int(case.rescaled)
+    fusedloss.set_min_fused_size(10**9)
+    want = native_gradient(tf.constant(y_true), tf.constant(y_pred))
+    assert got.dtype == want.dtype == tf.as_dtype(case.dtype)
+    rtol = {np.float16: 2e-3, np.float32: 2e-6, np.float64: 1e-12}[case.dtype]
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * float(tf.reduce_max(tf.abs(want))))
+
+
+def test_expected_upstream_is_checked():
+    with pytest.raises(ValueError, match="expected_upstream must be one of .*got 'sum'"):
+        fusedloss.huber([[0.0]], [[1.0]], expected_upstream="sum")
+
+
+def test_keras_mean_reduction_needs_no_backward_pass(rescales):
+    fusedloss.set_min_fused_size(0)
+    x, y = _inputs((64, 8))
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8)])
+    model.compile(optimizer="sgd", loss=fusedloss.Huber())
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert rescales() == 0
+    model.compile(optimizer="sgd", loss=fusedloss.Huber(reduction="sum"))
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert rescales() == 0
+    model.compile(optimizer="sgd", loss=fusedloss.Huber())
+    model.fit(x, y, sample_weight=np.arange(64) % 3, batch_size=16, epochs=1, verbose=0)
+    assert rescales() > 0  # per-sample weights: the upstream is no longer 1 / batch

@@ -151,27 +151,32 @@ def random_pair(shape, dtype, seed=0):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.shape}-{c.dtype.name}")
 @pytest.mark.parametrize("scale", [1.0, 2.0], ids=["upstream-1", "upstream-2"])
-def test_eager_values_gradients_and_no_copies(host_as_gpu, case, scale):
+@pytest.mark.parametrize("objective", ["sum", "mean"])
+def test_eager_values_gradients_and_no_copies(host_as_gpu, case, scale, objective):
     y_true, y_pred = random_pair(case.shape, case.dtype)
+    reduce = tf.reduce_sum if objective == "sum" else tf.reduce_mean
     with tf.GradientTape() as tape:
         tape.watch(y_pred)
-        loss = fusedloss.huber(y_true, y_pred, delta=1.5)
-        if scale != 1.0:
-            loss = loss * scale
-    grad = tape.gradient(loss, y_pred)
+        loss = fusedloss.huber(y_true, y_pred, delta=1.5, expected_upstream="ones" if objective == "sum" else "mean")
+        reduced = reduce(loss) * scale if scale != 1.0 else reduce(loss)
+    grad = tape.gradient(reduced, y_pred)
 
     want_loss, want_grad = reference.huber(y_true.numpy(), y_pred.numpy(), 1.5)
+    grad_factor = scale / (1 if objective == "sum" else max(want_loss.size, 1))
     assert loss.dtype == case.dtype and grad.dtype == case.dtype
-    np.testing.assert_allclose(loss.numpy(), scale * want_loss, rtol=case.rtol, atol=case.atol)
-    np.testing.assert_allclose(grad.numpy(), scale * want_grad, rtol=case.rtol, atol=case.atol / case.shape[-1])
-    native = keras.losses.huber(y_true, y_pred, delta=1.5) * scale
+    np.testing.assert_allclose(loss.numpy(), want_loss, rtol=case.rtol, atol=case.atol)
+    np.testing.assert_allclose(
+        grad.numpy(), grad_factor * want_grad, rtol=case.rtol, atol=grad_factor * case.atol / case.shape[-1]
+    )
+    native = keras.losses.huber(y_true, y_pred, delta=1.5)
     np.testing.assert_allclose(loss.numpy(), native.numpy(), rtol=max(case.rtol, 1e-6), atol=case.atol)
 
     assert host_as_gpu == ["allocate", "allocate", "synchronize", "launch", "synchronize"]
     launch = gpu_bridge.last_launch
     assert launch.loss_name == "huber"
     if case.dtype != tf.float16 and scale == 1.0:
-        # The kernel read the caller's tensor and wrote the tensors the caller got.
+        # The kernel read the caller's tensor and wrote the tensors the caller got: the
+        # gradient for the expected upstream, with no backward pass of its own.
         assert launch.pointers["y_pred"] == gpu_bridge.describe(y_pred).pointer
         assert launch.pointers["loss"] == gpu_bridge.describe(loss).pointer
         assert launch.pointers["grad"] == gpu_bridge.describe(grad).pointer
@@ -235,10 +240,11 @@ def test_no_tensors_are_kept_for_a_gradient_nobody_asks_for(host_as_gpu):
     assert len(script_ops.tape_cache) == before
 
 
-def test_an_op_placed_on_the_host_after_all_runs_the_cpu_kernels(monkeypatch):
+@pytest.mark.parametrize("expected_upstream, grad_scale", [("ones", 1.0), ("mean", 1 / 4)])
+def test_an_op_placed_on_the_host_after_all_runs_the_cpu_kernels(monkeypatch, expected_upstream, grad_scale):
     monkeypatch.setenv("FUSEDLOSS_BACKEND", "auto")
     y_true, y_pred = random_pair((4, 9), tf.float64, seed=7)
-    loss, grad = gpu_bridge._run_on_device("huber", (1.0,), 1, y_true, y_pred)
+    loss, grad = gpu_bridge._run_on_device("huber", (1.0,), 1, expected_upstream, y_true, y_pred)
     want_loss, want_grad = reference.huber(y_true.numpy(), y_pred.numpy(), 1.0)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
-    np.testing.assert_allclose(grad, want_grad, rtol=1e-12)
+    np.testing.assert_allclose(grad, grad_scale * want_grad, rtol=1e-12)

@@ -151,7 +151,11 @@ def test_bad_delta_is_a_value_error(delta):
         ops.huber(tf.zeros((2, 2)), tf.zeros((2, 2)), delta=delta)
 
 
-@pytest.mark.parametrize("labels", [np.array([[0, 1, 3]], np.int32), np.array([[True, False, True]])])
+@pytest.mark.parametrize(
+    "labels",
+    [np.array([[0, 1, 3]], np.int32), np.array([[True, False, True]]), np.array([[0.1, 1.0, 3.0]], np.float64)],
+    ids=["int32", "bool", "float64"],
+)
 def test_integer_and_boolean_labels_are_cast_like_keras(labels):
     y_pred = tf.constant([[0.5, 2.0, -1.0]])
     np.testing.assert_allclose(ops.huber(labels, y_pred), keras.losses.huber(labels, y_pred), rtol=1e-6)

@@ -205,7 +205,11 @@ def test_an_earlier_gradient_is_never_overwritten():
     np.testing.assert_array_equal(first.numpy(), first_copy)
 
 
-@pytest.mark.parametrize("labels", [np.array([[0, 1, 1]], np.int32), np.array([[True, False, True]])])
+@pytest.mark.parametrize(
+    "labels",
+    [np.array([[0, 1, 1]], np.int32), np.array([[True, False, True]]), np.array([[0.0, 0.7, 1.0]], np.float64)],
+    ids=["int32", "bool", "float64"],
+)
 def test_integer_and_boolean_labels_are_cast(labels):
     y_pred = tf.constant([[0.5, 2.0, -1.0]])
     np.testing.assert_allclose(

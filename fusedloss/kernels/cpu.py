@@ -31,19 +31,23 @@ FASTMATH = {"reassoc", "contract"}
 # thread count, so results are bit-identical from run to run and machine to machine.
 COLUMNS_PER_TASK = 16384
 
+# Every loss's math calls it to keep float32 math in float32.
+register_jitable(scalar_math._like)
+
 
 def _row_kernel(elementwise):
     """Compile ``elementwise(label, prediction, column, params) -> (value, slope)`` into
-    ``kernel(y_true, y_pred, params, inv_n, loss_out, grad_out)`` over 2-D arrays.
+    ``kernel(y_true, y_pred, params, inv_n, grad_factor, loss_out, grad_out)`` over 2-D
+    arrays.
 
-    ``loss_out[r] = inv_n * sum_c value[r, c]`` and ``grad_out[r, c] = inv_n *
-    slope[r, c]``. ``grad_out=None`` compiles a loss-only kernel that never touches
-    gradient memory.
+    ``loss_out[r] = inv_n * sum_c value[r, c]`` and ``grad_out[r, c] = grad_factor *
+    slope[r, c]`` (``inv_n`` times the launcher's ``grad_scale``). ``grad_out=None``
+    compiles a loss-only kernel that never touches gradient memory.
     """
     element = njit(inline="always", fastmath=FASTMATH)(elementwise)
 
     @njit(parallel=True, fastmath=FASTMATH, error_model="numpy")
-    def kernel(y_true, y_pred, params, inv_n, loss_out, grad_out):
+    def kernel(y_true, y_pred, params, inv_n, grad_factor, loss_out, grad_out):
         n_rows, n_columns = y_pred.shape
         zero = inv_n - inv_n  # 0 in the arrays' dtype, so sums stay in that dtype
         n_chunks = (n_columns + COLUMNS_PER_TASK - 1) // COLUMNS_PER_TASK
@@ -55,7 +59,7 @@ def _row_kernel(elementwise):
                 value, slope = element(y_true[row, 0], y_pred[row, 0], 0, params)
                 loss_out[row] = value
                 if grad_out is not None:
-                    grad_out[row, 0] = slope
+                    grad_out[row, 0] = slope * grad_factor
         elif n_chunks <= 1:
             for row in prange(n_rows):
                 total = zero
@@ -63,7 +67,7 @@ def _row_kernel(elementwise):
                     value, slope = element(y_true[row, column], y_pred[row, column], column, params)
                     total += value
                     if grad_out is not None:
-                        grad_out[row, column] = slope * inv_n
+                        grad_out[row, column] = slope * grad_factor
                 loss_out[row] = total * inv_n
         else:
             partial = np.empty(n_rows * n_chunks, dtype=loss_out.dtype)
@@ -76,7 +80,7 @@ def _row_kernel(elementwise):
                     value, slope = element(y_true[row, column], y_pred[row, column], column, params)
                     total += value
                     if grad_out is not None:
-                        grad_out[row, column] = slope * inv_n
+                        grad_out[row, column] = slope * grad_factor
                 partial[task] = total
             for row in prange(n_rows):
                 total = zero
@@ -87,12 +91,13 @@ def _row_kernel(elementwise):
     return kernel
 
 
-def run_rows(kernel, y_true, y_pred, params, with_grad, loss_out, grad_out):
+def run_rows(kernel, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale=1.0):
     """Validate, allocate what the caller did not supply, and run a row kernel.
 
     Returns ``(loss, grad)`` shaped like the inputs' leading axes and like the inputs;
     ``grad`` is None when ``with_grad`` is False. Inputs are only read; non-contiguous
-    inputs are copied to contiguous ones first.
+    inputs are copied to contiguous ones first. The gradient is multiplied by
+    ``grad_scale`` as it is written (see ``huber``).
     """
     loss_shape, n_rows, n_columns = row_layout(y_true, y_pred)
     dtype = y_pred.dtype
@@ -110,11 +115,13 @@ def run_rows(kernel, y_true, y_pred, params, with_grad, loss_out, grad_out):
         loss_out[...] = np.nan
         return loss_out, grad_out
     rows = (n_rows, n_columns)
+    inv_n = dtype.type(1.0 / n_columns)
     kernel(
         np.ascontiguousarray(y_true).reshape(rows),
         np.ascontiguousarray(y_pred).reshape(rows),
         params,
-        dtype.type(1.0 / n_columns),
+        inv_n,
+        inv_n * dtype.type(grad_scale),
         loss_out.reshape(n_rows),
         None if grad_out is None else grad_out.reshape(rows),
     )
@@ -124,26 +131,28 @@ def run_rows(kernel, y_true, y_pred, params, with_grad, loss_out, grad_out):
 _huber_rows = _row_kernel(scalar_math.huber)
 
 
-def huber(y_true, y_pred, delta=1.0, *, with_grad=True, loss_out=None, grad_out=None):
+def huber(y_true, y_pred, delta=1.0, *, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0):
     """Per-row Huber loss (mean over the last axis) and its gradient w.r.t. ``y_pred``.
 
     ``y_true`` and ``y_pred``: float32 or float64 arrays of one shape, rank >= 1.
     ``loss_out``/``grad_out``: optional C-contiguous buffers to write into.
+    ``grad_scale``: the gradient is written already multiplied by it (the bridge passes
+    the upstream gradient it expects, so that its backward pass has nothing to do).
     Returns ``(loss, grad)``; ``grad`` is None when ``with_grad`` is False.
     """
     params = (y_pred.dtype.type(delta),)
-    return run_rows(_huber_rows, y_true, y_pred, params, with_grad, loss_out, grad_out)
+    return run_rows(_huber_rows, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale)
 
 
 _contrastive_rows = _row_kernel(scalar_math.contrastive)
 
 
-def contrastive(y_true, y_pred, margin=1.0, *, with_grad=True, loss_out=None, grad_out=None):
+def contrastive(y_true, y_pred, margin=1.0, *, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0):
     """Per-row contrastive loss of distances (mean over the last axis) and its gradient
     w.r.t. the distances ``y_pred``; ``y_true = 1`` marks a similar pair. Same contract
     as ``huber``."""
     params = (y_pred.dtype.type(margin),)
-    return run_rows(_contrastive_rows, y_true, y_pred, params, with_grad, loss_out, grad_out)
+    return run_rows(_contrastive_rows, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale)
 
 
 # ---------------------------------------------------------------------------------
@@ -178,7 +187,7 @@ def _write_pair_gradient(pairs, pair, slope, inv_scale, inv_norm, grad_out):
 
 
 @njit(parallel=True, fastmath=FASTMATH, error_model="numpy")
-def _embedding_contrastive_pairs(labels, pairs, params, loss_out, grad_out):
+def _embedding_contrastive_pairs(labels, pairs, params, grad_scale, loss_out, grad_out):
     # Everything is computed in float64: a float32 difference squared can neither
     # underflow nor overflow there, so float32 pairs never need the rescaled path
     # except at distance 0.
@@ -190,10 +199,10 @@ def _embedding_contrastive_pairs(labels, pairs, params, loss_out, grad_out):
         value, slope, inv_scale, inv_norm = _pair_loss(float(labels[pair]), squared_distance, pairs, pair, params)
         loss_out[pair] = value
         if grad_out is not None:
-            _write_pair_gradient(pairs, pair, slope, inv_scale, inv_norm, grad_out)
+            _write_pair_gradient(pairs, pair, slope * grad_scale, inv_scale, inv_norm, grad_out)
 
 
-def run_pairs(kernel, y_true, pairs, params, with_grad, loss_out, grad_out):
+def run_pairs(kernel, y_true, pairs, params, with_grad, loss_out, grad_out, grad_scale=1.0):
     """``run_rows`` for kernels over ``(batch, 2, dim)`` pairs: loss shape ``(batch,)``."""
     n_pairs, _ = pair_layout(y_true, pairs)
     dtype = pairs.dtype
@@ -206,21 +215,23 @@ def run_pairs(kernel, y_true, pairs, params, with_grad, loss_out, grad_out):
         check_output("grad_out", grad_out, pairs.shape, dtype)
     else:
         grad_out = None
-    kernel(np.ascontiguousarray(y_true).reshape(n_pairs), np.ascontiguousarray(pairs), params, loss_out, grad_out)
+    labels = np.ascontiguousarray(y_true).reshape(n_pairs)
+    kernel(labels, np.ascontiguousarray(pairs), params, float(grad_scale), loss_out, grad_out)
     return loss_out, grad_out
 
 
-def embedding_contrastive(y_true, pairs, margin=1.0, *, with_grad=True, loss_out=None, grad_out=None):
+def embedding_contrastive(y_true, pairs, margin=1.0, *, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0):
     """Per-pair contrastive loss of ``d = ||pairs[:, 0] - pairs[:, 1]||`` and its
     gradient w.r.t. ``pairs``, in one pass.
 
     ``y_true``: ``(batch,)`` or ``(batch, 1)``, 1 for a similar pair; ``pairs``:
     ``(batch, 2, dim)``, the same float dtype. At ``d = 0`` the gradient is 0 (see
     ``math.pair_distance``). Returns ``(loss, grad)`` of shapes ``(batch,)`` and
-    ``pairs.shape``; ``grad`` is None when ``with_grad`` is False.
+    ``pairs.shape``; ``grad`` is None when ``with_grad`` is False; ``grad_scale`` as in
+    ``huber``.
     """
     params = (float(margin),)
-    return run_pairs(_embedding_contrastive_pairs, y_true, pairs, params, with_grad, loss_out, grad_out)
+    return run_pairs(_embedding_contrastive_pairs, y_true, pairs, params, with_grad, loss_out, grad_out, grad_scale)
 
 
 # ---------------------------------------------------------------------------------
@@ -271,7 +282,7 @@ def scale_rows(factors, grad, out=None):
 # them. The float32 approximations get "contract" only: their error analysis rests on
 # the rounding of each operation (Fast2Sum, the split ln 2), which "reassoc" would
 # let LLVM rearrange.
-for _helper in (scalar_math._like, scalar_math._exp, scalar_math._log1p_unit):
+for _helper in (scalar_math._exp, scalar_math._log1p_unit):
     register_jitable(_helper)
 for _approximation in (
     scalar_math.exp_float32,
@@ -280,7 +291,6 @@ for _approximation in (
     scalar_math._log_float32,
 ):
     register_jitable(fastmath={"contract"})(_approximation)
-
 
 
 @overload(scalar_math._class_weight, inline="always")
@@ -295,7 +305,7 @@ _weighted_sigmoid_cross_entropy_rows = _row_kernel(scalar_math.weighted_sigmoid_
 
 
 def weighted_sigmoid_cross_entropy(
-    y_true, y_pred, pos_weight=1.0, label_smoothing=0.0, *, with_grad=True, loss_out=None, grad_out=None
+    y_true, y_pred, pos_weight=1.0, label_smoothing=0.0, *, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0
 ):
     """Per-row weighted sigmoid cross-entropy with logits (mean over the last axis) and
     its gradient w.r.t. the logits ``y_pred``.
@@ -306,5 +316,6 @@ def weighted_sigmoid_cross_entropy(
     """
     pos_weight = per_class_parameter("pos_weight", pos_weight, y_pred)
     params = (pos_weight, y_pred.dtype.type(label_smoothing))
-    return run_rows(_weighted_sigmoid_cross_entropy_rows, y_true, y_pred, params, with_grad, loss_out, grad_out)
-    return out
+    return run_rows(
+        _weighted_sigmoid_cross_entropy_rows, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale
+    )

@@ -58,6 +58,9 @@ MIN_COLUMNS_PER_THREAD = 8
 # yet: benchmarks/gpu/run_gpu.py times the choices.
 MAX_THREADS_PER_ROW = MAX_THREADS_PER_BLOCK
 
+# Every loss's math calls it to keep float32 math in float32.
+register_jitable(scalar_math._like)
+
 
 class LaunchShape(NamedTuple):
     """How a ``(n_rows, n_columns)`` problem is spread over the GPU."""
@@ -90,16 +93,16 @@ def launch_shape(n_rows, n_columns):
 
 
 def _row_kernel(element, with_grad):
-    """Compile ``element`` into ``kernel(y_true, y_pred, params, inv_n, sums, grad_out,
-    threads_per_row, columns_per_chunk)`` over 2-D arrays.
+    """Compile ``element`` into ``kernel(y_true, y_pred, params, inv_n, grad_factor, sums,
+    grad_out, threads_per_row, columns_per_chunk)`` over 2-D arrays.
 
     ``sums[row * chunks + chunk]`` receives ``inv_n`` times the sum of the chunk's
-    values (the row's loss when rows are not split); ``with_grad=False`` never
-    touches ``grad_out``.
+    values (the row's loss when rows are not split), ``grad_out`` ``grad_factor`` times
+    each slope; ``with_grad=False`` never touches ``grad_out``.
     """
 
     @cuda.jit
-    def kernel(y_true, y_pred, params, inv_n, sums, grad_out, threads_per_row, columns_per_chunk):
+    def kernel(y_true, y_pred, params, inv_n, grad_factor, sums, grad_out, threads_per_row, columns_per_chunk):
         # Sums are kept in float64 whatever the input dtype: one add per element is
         # free next to the memory traffic, and the result no longer depends on how
         # the columns were split among threads beyond float64 rounding.
@@ -123,7 +126,7 @@ def _row_kernel(element, with_grad):
                     value, slope = element(y_true[row, column], y_pred[row, column], column, params)
                     total += value
                     if with_grad:
-                        grad_out[row, column] = slope * inv_n
+                        grad_out[row, column] = slope * grad_factor
             partial[thread] = total
             cuda.syncthreads()
             step = threads_per_row // 2
@@ -176,12 +179,13 @@ def _output_buffer(name, given, shape, dtype, on_host):
     return given
 
 
-def run_rows(kernels, y_true, y_pred, params, with_grad, loss_out, grad_out):
+def run_rows(kernels, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale=1.0):
     """Validate, move host inputs to the device, launch, and return ``(loss, grad)``.
 
     Host inputs give host outputs; device inputs give device outputs, written into
     ``loss_out``/``grad_out`` when given (the TF bridge passes TensorFlow's own
-    buffers). ``kernels`` is the ``(with_grad, loss_only)`` pair of a loss.
+    buffers). ``kernels`` is the ``(with_grad, loss_only)`` pair of a loss; the
+    gradient is written multiplied by ``grad_scale``.
     """
     loss_shape, n_rows, n_columns = row_layout(y_true, y_pred)
     dtype = np.dtype(y_pred.dtype)
@@ -198,11 +202,13 @@ def run_rows(kernels, y_true, y_pred, params, with_grad, loss_out, grad_out):
         loss_rows = loss_device.reshape(n_rows)
         sums = loss_rows if shape.chunks_per_row == 1 else cuda.device_array(n_rows * shape.chunks_per_row, dtype)
         kernel = kernels[0] if with_grad else kernels[1]
+        inv_n = dtype.type(1.0 / n_columns)
         kernel[shape.blocks, THREADS_PER_BLOCK](
             _as_device(y_true).reshape(rows),
             _as_device(y_pred).reshape(rows),
             params,
-            dtype.type(1.0 / n_columns),
+            inv_n,
+            inv_n * dtype.type(grad_scale),
             sums,
             grad_device.reshape(rows) if with_grad else sums,
             shape.threads_per_row,
@@ -232,16 +238,16 @@ def _kernels(elementwise):
 _huber_kernels = _kernels(scalar_math.huber)
 
 
-def huber(y_true, y_pred, delta=1.0, *, with_grad=True, loss_out=None, grad_out=None):
+def huber(y_true, y_pred, delta=1.0, *, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0):
     """Per-row Huber loss and gradient on the GPU; see ``cpu.huber`` for the contract."""
     params = (np.dtype(y_pred.dtype).type(delta),)
-    return run_rows(_huber_kernels, y_true, y_pred, params, with_grad, loss_out, grad_out)
+    return run_rows(_huber_kernels, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale)
 
 
 def _example_arguments(dtype, params, with_grad):
     rows = np.zeros((2, 3), dtype)
     loss = np.zeros(2, dtype)
-    return (rows, rows, params, dtype.type(1.0), loss, rows if with_grad else loss, 1, 1)
+    return (rows, rows, params, dtype.type(1.0), dtype.type(1.0), loss, rows if with_grad else loss, 1, 1)
 
 
 def _row_example_arguments(make_params):
@@ -303,10 +309,10 @@ _contrastive_kernels = _kernels(scalar_math.contrastive)
 PTX_KERNELS["contrastive"] = (_contrastive_kernels, _row_example_arguments(lambda dtype: (dtype.type(1.0),)))
 
 
-def contrastive(y_true, y_pred, margin=1.0, *, with_grad=True, loss_out=None, grad_out=None):
+def contrastive(y_true, y_pred, margin=1.0, *, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0):
     """Per-row contrastive loss of distances on the GPU; see ``cpu.contrastive``."""
     params = (np.dtype(y_pred.dtype).type(margin),)
-    return run_rows(_contrastive_kernels, y_true, y_pred, params, with_grad, loss_out, grad_out)
+    return run_rows(_contrastive_kernels, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale)
 
 
 # ---------------------------------------------------------------------------------
@@ -322,7 +328,7 @@ def contrastive(y_true, y_pred, margin=1.0, *, with_grad=True, loss_out=None, gr
 
 def _pair_kernel(pair_distance, element, with_grad):
     @cuda.jit
-    def kernel(labels, pairs, params, loss_out, grad_out):
+    def kernel(labels, pairs, params, grad_scale, loss_out, grad_out):
         partial = cuda.shared.array(MAX_THREADS_PER_BLOCK, numba.float64)
         # slope, inv_scale, inv_norm of the block's current pair, from thread 0
         factors = cuda.shared.array(3, numba.float64)
@@ -346,7 +352,7 @@ def _pair_kernel(pair_distance, element, with_grad):
                 distance, inv_scale, inv_norm = pair_distance(partial[0], pairs, pair)
                 value, slope = element(float(labels[pair]), distance, 0, params)
                 loss_out[pair] = value
-                factors[0] = slope
+                factors[0] = slope * grad_scale
                 factors[1] = inv_scale
                 factors[2] = inv_norm
             # Every thread needs the factors; and no thread may start the next pair's
@@ -383,7 +389,7 @@ def _threads_for(dim):
     return threads
 
 
-def run_pairs(kernels, y_true, pairs, params, with_grad, loss_out, grad_out):
+def run_pairs(kernels, y_true, pairs, params, with_grad, loss_out, grad_out, grad_scale=1.0):
     """``run_rows`` for kernels over ``(batch, 2, dim)`` pairs: loss shape ``(batch,)``."""
     n_pairs, dim = pair_layout(y_true, pairs)
     dtype = np.dtype(pairs.dtype)
@@ -400,6 +406,7 @@ def run_pairs(kernels, y_true, pairs, params, with_grad, loss_out, grad_out):
             _as_device(y_true).reshape(n_pairs),
             _as_device(pairs),
             params,
+            float(grad_scale),
             loss_device,
             grad_device if with_grad else loss_device,
         )
@@ -418,17 +425,17 @@ _embedding_contrastive_kernels = _pair_kernels(scalar_math.contrastive)
 def _pair_example_arguments(dtype, with_grad):
     pairs = np.zeros((2, 2, 3), dtype)
     loss = np.zeros(2, dtype)
-    return (loss, pairs, (1.0,), loss, pairs if with_grad else loss)
+    return (loss, pairs, (1.0,), 1.0, loss, pairs if with_grad else loss)
 
 
 PTX_KERNELS["embedding_contrastive"] = (_embedding_contrastive_kernels, _pair_example_arguments)
 
 
-def embedding_contrastive(y_true, pairs, margin=1.0, *, with_grad=True, loss_out=None, grad_out=None):
+def embedding_contrastive(y_true, pairs, margin=1.0, *, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0):
     """Per-pair contrastive loss of two embeddings, and its gradient w.r.t. both, on
     the GPU; see ``cpu.embedding_contrastive`` for the contract."""
     params = (float(margin),)
-    return run_pairs(_embedding_contrastive_kernels, y_true, pairs, params, with_grad, loss_out, grad_out)
+    return run_pairs(_embedding_contrastive_kernels, y_true, pairs, params, with_grad, loss_out, grad_out, grad_scale)
 
 
 # ---------------------------------------------------------------------------------
@@ -440,7 +447,6 @@ def embedding_contrastive(y_true, pairs, margin=1.0, *, with_grad=True, loss_out
 # accurate than libdevice's documented 2 ulp; and the simulator then runs exactly the
 # math the GPU runs, and CPU and GPU agree to rounding.
 for _helper in (
-    scalar_math._like,
     scalar_math._exp,
     scalar_math._log1p_unit,
     scalar_math.exp_float32,
@@ -470,7 +476,7 @@ PTX_KERNELS["weighted_sigmoid_cross_entropy[per-class]"] = (
 
 
 def weighted_sigmoid_cross_entropy(
-    y_true, y_pred, pos_weight=1.0, label_smoothing=0.0, *, with_grad=True, loss_out=None, grad_out=None
+    y_true, y_pred, pos_weight=1.0, label_smoothing=0.0, *, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0
 ):
     """Per-row weighted sigmoid cross-entropy and gradient on the GPU; see
     ``cpu.weighted_sigmoid_cross_entropy`` for the contract."""
@@ -479,7 +485,9 @@ def weighted_sigmoid_cross_entropy(
     if pos_weight.ndim:
         pos_weight = cuda.to_device(pos_weight)
     params = (pos_weight, dtype.type(label_smoothing))
-    return run_rows(_weighted_sigmoid_cross_entropy_kernels, y_true, y_pred, params, with_grad, loss_out, grad_out)
+    return run_rows(
+        _weighted_sigmoid_cross_entropy_kernels, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale
+    )
 
 
 __all__ = [

@@ -36,10 +36,11 @@ def huber(label, prediction, column, params):
     delta = params[0]
     error = prediction - label
     abs_error = abs(error)
+    half = _like(error, 0.5)  # a bare 0.5 would make float32 math float64
     # d/de 0.5 e^2 = e ; d/de (delta |e| - delta^2 / 2) = delta sign(e)
     if abs_error <= delta:
-        return 0.5 * error * error, error
-    return delta * abs_error - 0.5 * delta * delta, delta * error / abs_error
+        return half * error * error, error
+    return delta * abs_error - half * delta * delta, delta * error / abs_error
 
 
 def contrastive(label, distance, column, params):
@@ -62,10 +63,11 @@ def contrastive(label, distance, column, params):
     if hinge < 0:
         hinge = hinge - hinge  # 0, in the arguments' type
     # d/dd label d^2 = 2 label d ; d/dd (1 - label) (margin - d)^2 = -2 (1 - label) (margin - d)
-    dissimilar = 1 - label
+    one, two = _like(distance, 1.0), _like(distance, 2.0)  # bare literals would make float32 math float64
+    dissimilar = one - label
     return (
         (label * distance) * distance + dissimilar * hinge * hinge,
-        2 * label * distance - 2 * dissimilar * hinge,
+        two * label * distance - two * dissimilar * hinge,
     )
 
 

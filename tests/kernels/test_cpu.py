@@ -156,3 +156,58 @@ def test_openmp_threading_layer_is_preferred():
     cpu.huber(*random_pair((4, 4), np.float32))
     assert numba.config.THREADING_LAYER_PRIORITY[0] == "omp"
     assert numba.threading_layer() == "omp"  # the OpenMP layer ships in numba wheels
+
+
+class ScaleCase(NamedTuple):
+    loss: str  # a launcher of cpu.py
+    shape: tuple  # y_pred's; embedding_contrastive: (batch, 2, dim) pairs
+    dtype: type
+    params: tuple
+    grad_scale: float
+
+
+GRAD_SCALE_CASES = [
+    ScaleCase("huber", (41, 401), np.float32, (1.0,), 1 / 41),
+    ScaleCase("huber", (5000, 1), np.float64, (2.0,), 0.25),  # the one-column loop
+    ScaleCase("contrastive", (3, 5, 33), np.float32, (1.0,), 1 / 15),
+    ScaleCase("weighted_sigmoid_cross_entropy", (2, 40000), np.float32, (2.5, 0.1), 0.5),  # split rows
+    ScaleCase("weighted_sigmoid_cross_entropy", (7,), np.float64, (np.arange(7.0), 0.0), 3.0),
+    ScaleCase("embedding_contrastive", (9, 2, 13), np.float64, (1.0,), 1 / 9),
+]
+
+
+def scale_case_inputs(case):
+    if case.loss == "embedding_contrastive":
+        rng = np.random.default_rng(5)
+        labels = (rng.random(case.shape[0]) < 0.5).astype(case.dtype)
+        return labels, (rng.normal(size=case.shape) / 3).astype(case.dtype)
+    return random_pair(case.shape, case.dtype)
+
+
+@pytest.mark.parametrize("case", GRAD_SCALE_CASES, ids=lambda c: f"{c.loss}-{c.shape}-{np.dtype(c.dtype).name}")
+def test_grad_scale_multiplies_the_gradient_and_leaves_the_loss(case):
+    # The bridge bakes the expected upstream gradient (1 / batch under a mean) into the
+    # kernel's gradient so that its backward pass has nothing left to do.
+    launcher = getattr(cpu, case.loss)
+    y_true, y_pred = scale_case_inputs(case)
+    loss, grad = launcher(y_true, y_pred, *case.params)
+    scaled_loss, scaled_grad = launcher(y_true, y_pred, *case.params, grad_scale=case.grad_scale)
+    np.testing.assert_array_equal(scaled_loss, loss)
+    rtol = 4 * np.finfo(case.dtype).eps  # two roundings of the product against one
+    np.testing.assert_allclose(scaled_grad, case.grad_scale * grad.astype(np.float64), rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("case", GRAD_SCALE_CASES, ids=lambda c: f"{c.loss}-{c.shape}-{np.dtype(c.dtype).name}")
+def test_every_launcher_takes_non_contiguous_and_read_only_inputs(case):
+    launcher = getattr(cpu, case.loss)
+    y_true, y_pred = scale_case_inputs(case)
+    want_loss, want_grad = launcher(y_true, y_pred, *case.params)
+    strided_true = np.repeat(y_true, 2, axis=-1)[..., ::2]  # every other element of a wider array
+    fortran_pred = np.asfortranarray(y_pred)
+    for array in (strided_true, fortran_pred):
+        array.setflags(write=False)
+    assert not strided_true.flags.c_contiguous
+    assert fortran_pred.flags.c_contiguous == (y_pred.ndim < 2 or 1 in y_pred.shape)
+    loss, grad = launcher(strided_true, fortran_pred, *case.params)
+    np.testing.assert_array_equal(loss, want_loss)
+    np.testing.assert_array_equal(grad, want_grad)

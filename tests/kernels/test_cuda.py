@@ -114,3 +114,29 @@ def test_every_kernel_compiles_to_ptx():
     assert result.returncode == 0, result.stderr[-3000:]
     compiled = result.stdout.split("\n")
     assert "huber float32 True ok" in compiled and "huber float64 False ok" in compiled
+
+
+GRAD_SCALE_CASES = [
+    # (launcher, y_pred's shape, dtype, parameters, grad_scale)
+    ("huber", (5, 70), np.float32, (1.0,), 1 / 5),  # rows longer than a block
+    ("huber", (9, 1), np.float64, (2.0,), 0.25),  # a thread per row
+    ("contrastive", (3, 2, 7), np.float32, (1.0,), 1 / 6),
+    ("weighted_sigmoid_cross_entropy", (4, 9), np.float32, (np.arange(9.0), 0.1), 3.0),
+    ("embedding_contrastive", (5, 2, 13), np.float64, (1.0,), 1 / 5),
+]
+
+
+@pytest.mark.parametrize("loss, shape, dtype, params, grad_scale", GRAD_SCALE_CASES, ids=lambda v: str(v))
+def test_grad_scale_multiplies_the_gradient_and_leaves_the_loss(cuda_kernels, loss, shape, dtype, params, grad_scale):
+    rng = np.random.default_rng(8)
+    if loss == "embedding_contrastive":
+        y_true = (rng.random(shape[0]) < 0.5).astype(dtype)
+    else:
+        y_true = rng.normal(size=shape).astype(dtype)
+    y_pred = rng.normal(size=shape).astype(dtype)
+    launcher = getattr(cuda_kernels, loss)
+    loss_value, grad = launcher(y_true, y_pred, *params)
+    scaled_loss, scaled_grad = launcher(y_true, y_pred, *params, grad_scale=grad_scale)
+    np.testing.assert_array_equal(scaled_loss, loss_value)
+    rtol = 4 * np.finfo(dtype).eps  # two roundings of the product against one
+    np.testing.assert_allclose(scaled_grad, grad_scale * grad.astype(np.float64), rtol=rtol, atol=0)
