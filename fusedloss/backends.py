@@ -88,12 +88,15 @@ def kernels(device=None):
 
 # Below this many elements of y_pred, TensorFlow's own ops beat the bridge: its fixed
 # cost per call (numpy_function hand-offs, the Python launcher; ~0.2 ms on a quiet
-# 2-core CPU, ~0.5-1 ms on a loaded one) exceeds what one fused pass saves. `python -m
-# benchmarks` reports the crossover of "bridge" and "tf-function" per loss and mode.
-# Measured on the shared 2-core CPU: forward+backward 7e3..4e4 elements, forward only
-# 4e4..3e5 (embedding pairs the highest); 3e5 keeps every measured case at least as
-# fast as native tf.function.
-DEFAULT_MIN_FUSED_SIZE = 300_000
+# 2-core CPU, ~0.7-0.9 ms on the shared one) exceeds what one fused pass saves.
+# `python -m benchmarks` reports the crossover of "bridge" and "tf-function" per loss
+# and mode. Full run on the shared 2-core CPU (README, Results): forward+backward
+# 1e4..4e4 elements, forward only 3e4..1.8e5 (embedding pairs the highest). So a call
+# whose gradient is taken (training) is fused from 1e5 elements, where the bridge is
+# already 1.5-2x faster than tf.function, and a loss-only call (evaluate, metrics)
+# from 3e5.
+DEFAULT_MIN_FUSED_SIZE = 100_000
+DEFAULT_MIN_FUSED_SIZE_LOSS_ONLY = 300_000
 
 _min_fused_size_override = None
 
@@ -109,19 +112,21 @@ def _parse_size(name, value):
     return int(number)
 
 
-def min_fused_size():
+def min_fused_size(with_grad=True):
     """The smallest ``y_pred`` (in elements) that runs the fused kernel; smaller ones
-    run the same math as TensorFlow ops.
+    run the same math as TensorFlow ops. ``with_grad``: for a call whose gradient is
+    taken (a tape records), else for a loss-only call.
 
-    ``set_min_fused_size(n)`` decides if it was called, else ``FUSEDLOSS_MIN_FUSED_SIZE``,
-    else ``DEFAULT_MIN_FUSED_SIZE``; 0 means always fused. Read when a loss is traced,
-    so a ``tf.function`` already traced keeps the value it was traced with.
+    ``set_min_fused_size(n)`` decides both if it was called, else
+    ``FUSEDLOSS_MIN_FUSED_SIZE``, else ``DEFAULT_MIN_FUSED_SIZE`` (with a gradient) or
+    ``DEFAULT_MIN_FUSED_SIZE_LOSS_ONLY``; 0 means always fused. Read when a loss is
+    traced, so a ``tf.function`` already traced keeps the value it was traced with.
     """
     if _min_fused_size_override is not None:
         return _min_fused_size_override
     value = os.environ.get("FUSEDLOSS_MIN_FUSED_SIZE", "").strip()
     if not value:
-        return DEFAULT_MIN_FUSED_SIZE
+        return DEFAULT_MIN_FUSED_SIZE if with_grad else DEFAULT_MIN_FUSED_SIZE_LOSS_ONLY
     return _parse_size("FUSEDLOSS_MIN_FUSED_SIZE", value)
 
 

@@ -279,7 +279,7 @@ def dispatch(loss_name, y_true, y_pred, params, composite, **fused_options):
     """``fused_loss(loss_name, ..., **fused_options)``, or ``composite(y_true, y_pred)``
     (the same math as TensorFlow ops, with the same values and gradients) where the
     kernel cannot run or would be slower: inside XLA, and below ``min_fused_size()``
-    elements of ``y_pred``.
+    elements of ``y_pred`` (its loss-only threshold when no tape records).
 
     The size is read from the static shape when the known dimensions decide it (all
     known, or already >= the threshold); otherwise, as in a Keras train step traced with
@@ -291,7 +291,7 @@ def dispatch(loss_name, y_true, y_pred, params, composite, **fused_options):
     if _in_xla_context():
         _warn_once_about_xla()
         return composite(y_true, y_pred)
-    threshold = min_fused_size()
+    threshold = min_fused_size(with_grad=_gradient_may_be_recorded())
     known_size = 0 if y_pred.shape.rank is None else math.prod(dim for dim in y_pred.shape if dim is not None)
     if known_size >= threshold:
         return fused_loss(loss_name, y_true, y_pred, params, **fused_options)

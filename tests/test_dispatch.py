@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import fusedloss
 from fusedloss import ops
-from fusedloss.backends import DEFAULT_MIN_FUSED_SIZE
+from fusedloss.backends import DEFAULT_MIN_FUSED_SIZE, DEFAULT_MIN_FUSED_SIZE_LOSS_ONLY
 from fusedloss.kernels import reference
 
 
@@ -50,12 +50,30 @@ def launches(monkeypatch):
 
 def test_default_threshold():
     assert fusedloss.min_fused_size() == DEFAULT_MIN_FUSED_SIZE > 0
+    # Forward only, the bridge has less to save: it pays off later.
+    assert fusedloss.min_fused_size(with_grad=False) == DEFAULT_MIN_FUSED_SIZE_LOSS_ONLY > DEFAULT_MIN_FUSED_SIZE
+
+
+def test_training_calls_are_fused_from_a_smaller_size_than_loss_only_calls(launches):
+    y_true, y_pred = _inputs((401, 401))  # between the two default thresholds
+    assert DEFAULT_MIN_FUSED_SIZE <= y_pred.size < DEFAULT_MIN_FUSED_SIZE_LOSS_ONLY
+    loss_only = fusedloss.huber(y_true, y_pred)
+    assert launches() == 0
+    y_pred = tf.constant(y_pred)
+    with tf.GradientTape() as tape:
+        tape.watch(y_pred)
+        loss = fusedloss.huber(y_true, y_pred)
+        mean = tf.reduce_mean(loss)
+    assert launches() == 1
+    np.testing.assert_allclose(loss, loss_only, rtol=1e-6)
+    want_grad = reference.huber(y_true, y_pred.numpy())[1] / 401
+    np.testing.assert_allclose(tape.gradient(mean, y_pred), want_grad, rtol=2e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("text, size", [("0", 0), (" 4096 ", 4096), ("1e6", 1_000_000)])
 def test_threshold_from_environment(monkeypatch, text, size):
     monkeypatch.setenv("FUSEDLOSS_MIN_FUSED_SIZE", text)
-    assert fusedloss.min_fused_size() == size
+    assert fusedloss.min_fused_size() == fusedloss.min_fused_size(with_grad=False) == size
 
 
 @pytest.mark.parametrize("text", ["many", "-1", "2.5", "inf", "nan"])
@@ -68,7 +86,7 @@ def test_bad_environment_value_is_named(monkeypatch, text):
 def test_setter_overrides_environment_until_cleared(monkeypatch):
     monkeypatch.setenv("FUSEDLOSS_MIN_FUSED_SIZE", "100")
     assert fusedloss.set_min_fused_size(7) is None
-    assert fusedloss.min_fused_size() == 7
+    assert fusedloss.min_fused_size() == fusedloss.min_fused_size(with_grad=False) == 7
     assert fusedloss.set_min_fused_size(None) == 7
     assert fusedloss.min_fused_size() == 100
 
