@@ -400,12 +400,7 @@ def contrastive(y_true, y_pred, margin=1.0, *, expected_upstream="mean"):
             loss per pair; a rank-1 ``(batch,)`` gives the mean over the batch, as
             Keras losses average the last axis.
         margin: finite and >= 0, else ``ValueError``.
-        expected_upstream: ``"mean"`` (default) when the per-sample losses will be
-            averaged, as Keras's default reduction and ``tf.reduce_mean`` do, or
-            ``"ones"`` when they will be summed or differentiated as they are. The
-            forward writes the gradient for that upstream, so the backward pass has
-            nothing left to do; any other upstream still gets the right gradient, at
-            the cost of one more pass over it.
+        expected_upstream: ``"mean"`` (default) or ``"ones"``, as for ``huber``.
 
     Example:
         >>> fusedloss.contrastive([[1.0], [0.0]], [[0.5], [0.25]], margin=1.0)  # [0.25, 0.5625]
@@ -501,12 +496,7 @@ def embedding_contrastive(y_true, pairs, margin=1.0, *, expected_upstream="mean"
         pairs: float tensor of shape ``(batch, 2, dim)``, the two embeddings stacked
             on axis 1, e.g. ``keras.ops.stack([embedding_a, embedding_b], axis=1)``.
         margin: finite and >= 0, else ``ValueError``.
-        expected_upstream: ``"mean"`` (default) when the per-sample losses will be
-            averaged, as Keras's default reduction and ``tf.reduce_mean`` do, or
-            ``"ones"`` when they will be summed or differentiated as they are. The
-            forward writes the gradient for that upstream, so the backward pass has
-            nothing left to do; any other upstream still gets the right gradient, at
-            the cost of one more pass over it.
+        expected_upstream: ``"mean"`` (default) or ``"ones"``, as for ``huber``.
 
     Example:
         >>> pairs = [[[0.0, 0.0], [3.0, 4.0]], [[1.0, 1.0], [1.0, 1.5]]]
@@ -599,12 +589,7 @@ def weighted_sigmoid_cross_entropy(y_true, y_pred, pos_weight=1.0, label_smoothi
             with one weight per class (the last axis).
         label_smoothing: in [0, 1]; labels are pulled towards 0.5 as in
             ``keras.losses.BinaryCrossentropy``.
-        expected_upstream: ``"mean"`` (default) when the per-sample losses will be
-            averaged, as Keras's default reduction and ``tf.reduce_mean`` do, or
-            ``"ones"`` when they will be summed or differentiated as they are. The
-            forward writes the gradient for that upstream, so the backward pass has
-            nothing left to do; any other upstream still gets the right gradient, at
-            the cost of one more pass over it.
+        expected_upstream: ``"mean"`` (default) or ``"ones"``, as for ``huber``.
 
     Example:
         >>> fusedloss.weighted_sigmoid_cross_entropy([[1.0, 0.0]], [[2.0, -1.0]], pos_weight=3.0)

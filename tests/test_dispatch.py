@@ -30,18 +30,23 @@ def default_threshold(monkeypatch):
     fusedloss.set_min_fused_size(None)
 
 
-@pytest.fixture
-def launches(monkeypatch):
-    """The number of fused kernel launches so far (functions traced after this fixture)."""
+def _counted(monkeypatch, name):
+    """Count the calls of ``ops.<name>`` from now on (functions traced after this)."""
     counter = {"n": 0}
-    run_kernel = ops._run_kernel
+    real = getattr(ops, name)
 
     def counting(*args):
         counter["n"] += 1
-        return run_kernel(*args)
+        return real(*args)
 
-    monkeypatch.setattr(ops, "_run_kernel", counting)
+    monkeypatch.setattr(ops, name, counting)
     return lambda: counter["n"]
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """The number of fused kernel launches so far."""
+    return _counted(monkeypatch, "_run_kernel")
 
 
 # ---------------------------------------------------------------------------------
@@ -353,17 +358,8 @@ def test_unit_upstream_seen_in_the_graph_needs_no_rescale(batch_known):
 
 @pytest.fixture
 def rescales(monkeypatch):
-    """The number of backward passes that rescaled the saved gradient so far (functions
-    traced after this fixture)."""
-    counter = {"n": 0}
-    scale = ops._scale_saved_grad
-
-    def counting(*args):
-        counter["n"] += 1
-        return scale(*args)
-
-    monkeypatch.setattr(ops, "_scale_saved_grad", counting)
-    return lambda: counter["n"]
+    """The number of backward passes that rescaled the saved gradient so far."""
+    return _counted(monkeypatch, "_scale_saved_grad")
 
 
 class UpstreamCase(NamedTuple):
