@@ -92,6 +92,26 @@ def launch_shape(n_rows, n_columns):
     return LaunchShape(threads_per_row, columns_per_chunk, chunks, blocks)
 
 
+def _sum_groups(partial, thread, lane, width, value):
+    """Shared-memory tree reduction: every thread of a block brings ``value``; afterwards
+    ``partial[thread - lane]`` holds the sum of its group of ``width`` threads (a power
+    of two; ``lane`` is the thread's place in its group). Every thread of the block must
+    call it: it synchronises the block."""
+    partial[thread] = value
+    cuda.syncthreads()
+    step = width // 2
+    while step > 0:
+        if lane < step:
+            partial[thread] += partial[thread + step]
+        cuda.syncthreads()
+        step //= 2
+
+
+# A device function for both kernels below. register_jitable, not cuda.jit(device=True):
+# see _kernels.
+_sum_groups = register_jitable(inline="always")(_sum_groups)
+
+
 def _row_kernel(element, with_grad):
     """Compile ``element`` into ``kernel(y_true, y_pred, params, inv_n, grad_factor, sums,
     grad_out, threads_per_row, columns_per_chunk)`` over 2-D arrays.
@@ -127,14 +147,7 @@ def _row_kernel(element, with_grad):
                     total += value
                     if with_grad:
                         grad_out[row, column] = slope * grad_factor
-            partial[thread] = total
-            cuda.syncthreads()
-            step = threads_per_row // 2
-            while step > 0:
-                if lane < step:
-                    partial[thread] += partial[thread + step]
-                cuda.syncthreads()
-                step //= 2
+            _sum_groups(partial, thread, lane, threads_per_row, total)
             if lane == 0 and segment < n_segments:
                 sums[segment] = partial[thread] * inv_n
             # Nobody may overwrite partial[] for the next rows before it was read.
@@ -340,14 +353,7 @@ def _pair_kernel(pair_distance, element, with_grad):
             for k in range(thread, dim, threads):
                 difference = float(pairs[pair, 0, k]) - float(pairs[pair, 1, k])
                 total += difference * difference
-            partial[thread] = total
-            cuda.syncthreads()
-            step = threads // 2
-            while step > 0:
-                if thread < step:
-                    partial[thread] += partial[thread + step]
-                cuda.syncthreads()
-                step //= 2
+            _sum_groups(partial, thread, thread, threads, total)
             if thread == 0:
                 distance, inv_scale, inv_norm = pair_distance(partial[0], pairs, pair)
                 value, slope = element(float(labels[pair]), distance, 0, params)
