@@ -192,6 +192,18 @@ def _output_buffer(name, given, shape, dtype, on_host):
     return given
 
 
+def _results(on_host, *outputs):
+    """The launcher's return value from ``(device array, given host array or None)``
+    pairs: the device arrays for device inputs, else host copies (into the given arrays
+    where there are some). A missing output (no gradient) stays None."""
+    if not on_host:
+        return tuple(device for device, _ in outputs)
+    return tuple(
+        None if device is None else device.copy_to_host(given) if given is not None else device.copy_to_host()
+        for device, given in outputs
+    )
+
+
 def run_rows(kernels, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale=1.0):
     """Validate, move host inputs to the device, launch, and return ``(loss, grad)``.
 
@@ -231,13 +243,7 @@ def run_rows(kernels, y_true, y_pred, params, with_grad, loss_out, grad_out, gra
             _add_chunks[-(-n_rows // THREADS_PER_BLOCK), THREADS_PER_BLOCK](
                 sums.reshape(n_rows, shape.chunks_per_row), loss_rows
             )
-    if not on_host:
-        return loss_device, grad_device
-    loss = loss_device.copy_to_host(loss_out) if loss_out is not None else loss_device.copy_to_host()
-    grad = None
-    if with_grad:
-        grad = grad_device.copy_to_host(grad_out) if grad_out is not None else grad_device.copy_to_host()
-    return loss, grad
+    return _results(on_host, (loss_device, loss_out), (grad_device, grad_out))
 
 
 def _kernels(elementwise):
@@ -416,13 +422,7 @@ def run_pairs(kernels, y_true, pairs, params, with_grad, loss_out, grad_out, gra
             loss_device,
             grad_device if with_grad else loss_device,
         )
-    if not on_host:
-        return loss_device, grad_device
-    loss = loss_device.copy_to_host(loss_out) if loss_out is not None else loss_device.copy_to_host()
-    grad = None
-    if with_grad:
-        grad = grad_device.copy_to_host(grad_out) if grad_out is not None else grad_device.copy_to_host()
-    return loss, grad
+    return _results(on_host, (loss_device, loss_out), (grad_device, grad_out))
 
 
 _embedding_contrastive_kernels = _pair_kernels(scalar_math.contrastive)
