@@ -211,15 +211,13 @@ def rescale(upstream, saved_grad, expected_upstream="ones"):
     """
     if expected_upstream == "ones" and _known_to_be_ones(upstream):
         return saved_grad
-    if expected_upstream == "mean":
-        count = tf.size(upstream)
-        expected = 1 / tf.cast(count, upstream.dtype)
-        factors = tf.cast(upstream, saved_grad.dtype) * tf.cast(count, saved_grad.dtype)
-    else:
-        expected = tf.ones((), upstream.dtype)
-        factors = tf.cast(upstream, saved_grad.dtype)
+    count = tf.size(upstream)
+    expected = 1 / tf.cast(count, upstream.dtype) if expected_upstream == "mean" else tf.ones((), upstream.dtype)
 
     def scaled():
+        factors = tf.cast(upstream, saved_grad.dtype)
+        if expected_upstream == "mean":
+            factors *= tf.cast(count, saved_grad.dtype)  # upstream / expected
         if gpu_bridge.wanted(saved_grad):
             # On the GPU a TensorFlow multiply stays on the device, and TensorFlow's
             # GPU allocator reuses its memory.
