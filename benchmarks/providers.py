@@ -97,14 +97,14 @@ def _runs_a_kernel(graph):
 
 
 def _prepare_kernel(spec, mode, reduction, y_true, y_pred, params):
-    from fusedloss import ops
     from fusedloss.kernels import cpu
+    from fusedloss.kernels.layout import grad_scale
 
     launcher = getattr(cpu, spec.name)
     options = {"with_grad": mode == "fwd+bwd"}
     loss_out, grad_out = launcher(y_true, y_pred, *params, **options)
     expected_upstream = "mean" if reduction == "mean" else "ones"
-    options["grad_scale"] = ops.grad_scale(expected_upstream, loss_out.size, y_pred.dtype)
+    options["grad_scale"] = grad_scale(expected_upstream, loss_out.size, y_pred.dtype)
 
     def call():
         return launcher(y_true, y_pred, *params, loss_out=loss_out, grad_out=grad_out, **options)

@@ -51,6 +51,7 @@ import tensorflow as tf
 
 # Names, not the module: the package's ``backend`` attribute is the function.
 from .backends import backend, on_gpu
+from .kernels.layout import grad_scale
 from .backends import kernels as backend_kernels
 
 # DLPack constants (dlpack.h): device types and the float type code.
@@ -198,8 +199,6 @@ def _tapes_paused():
 def _run_on_device(loss_name, params, reduced_axes, expected_upstream, y_true, y_pred):
     """Body of the ``tf.py_function``: eager tensors in, ``[loss, grad]`` out."""
     global last_launch
-    from .ops import grad_scale
-
     n_losses = int(np.prod(y_pred.shape[: len(y_pred.shape) - reduced_axes], dtype=np.int64))
     scale = grad_scale(expected_upstream, n_losses, y_pred.dtype.as_numpy_dtype)
     if not on_gpu(y_pred.device):

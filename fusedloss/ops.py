@@ -27,6 +27,7 @@ from . import gpu_bridge
 from .backends import kernels as backend_kernels
 from .backends import min_fused_size
 from .buffers import pool
+from .kernels.layout import grad_scale
 
 
 # ---------------------------------------------------------------------------------
@@ -128,16 +129,6 @@ def _gradient_may_be_recorded():
     return bool(record.could_possibly_record())
 
 
-def grad_scale(expected_upstream, n_losses, dtype):
-    """What the kernel multiplies the gradient by for ``expected_upstream``: 1, or
-    ``1 / n_losses`` rounded to ``dtype`` as TensorFlow's and Keras's mean gradients
-    compute it (one division in that dtype), so that ``rescale`` finds them equal."""
-    dtype = np.dtype(dtype)
-    if expected_upstream == "ones" or n_losses == 0:
-        return dtype.type(1)
-    return dtype.type(1) / dtype.type(n_losses)
-
-
 def _run_kernel(loss_name, params, reduced_axes, with_grad, expected_upstream, y_true, y_pred):
     """Host side of ``tf.numpy_function``: run one fused kernel into pooled buffers.
 
@@ -205,22 +196,24 @@ def rescale(upstream, saved_grad, expected_upstream="ones"):
     is ``1 / n`` with ``n = size(upstream)``, computed as TensorFlow's ``reduce_mean``
     and Keras's mean reduction compute their gradients, so those match exactly.
 
-    The product is a kernel writing into a pooled buffer, not a TensorFlow multiply:
-    TensorFlow's fresh output for every step cost more than the whole fused forward
-    (page faults; 150 ms for 1e5 x 2 x 128 float32 against 37 ms for the kernel).
+    On the host the product is a kernel writing into a pooled buffer, not a TensorFlow
+    multiply: TensorFlow's fresh output for every step cost more than the whole fused
+    forward (page faults; 150 ms for 1e5 x 2 x 128 float32 against 37 ms for the
+    kernel). On a GPU it is a TensorFlow multiply, which stays on the device.
     """
     if expected_upstream == "ones" and _known_to_be_ones(upstream):
         return saved_grad
-    count = tf.size(upstream)
-    expected = 1 / tf.cast(count, upstream.dtype) if expected_upstream == "mean" else tf.ones((), upstream.dtype)
+    if expected_upstream == "mean":
+        count = tf.size(upstream)
+        expected = 1 / tf.cast(count, upstream.dtype)
+    else:
+        expected = tf.ones((), upstream.dtype)
 
     def scaled():
         factors = tf.cast(upstream, saved_grad.dtype)
         if expected_upstream == "mean":
             factors *= tf.cast(count, saved_grad.dtype)  # upstream / expected
-        if gpu_bridge.wanted(saved_grad):
-            # On the GPU a TensorFlow multiply stays on the device, and TensorFlow's
-            # GPU allocator reuses its memory.
+        if gpu_bridge.wanted(saved_grad):  # TensorFlow's GPU allocator reuses its memory
             trailing = tf.ones([saved_grad.shape.rank - upstream.shape.rank], tf.int32)
             return tf.reshape(factors, tf.concat([tf.shape(factors), trailing], 0)) * saved_grad
         product = tf.numpy_function(_scale_saved_grad, [factors, saved_grad], saved_grad.dtype, stateful=False)
@@ -273,8 +266,8 @@ def _warn_once_about_xla():
     )
 
 
-def dispatch(loss_name, y_true, y_pred, params, composite, **fused_options):
-    """``fused_loss(loss_name, ..., **fused_options)``, or ``composite(y_true, y_pred)``
+def dispatch(loss_name, y_true, y_pred, params, composite, reduced_axes=1, expected_upstream="mean"):
+    """``fused_loss(loss_name, ...)``, or ``composite(y_true, y_pred)``
     (the same math as TensorFlow ops, with the same values and gradients) where the
     kernel cannot run or would be slower: inside XLA, and below ``min_fused_size()``
     elements of ``y_pred`` (its loss-only threshold when no tape records).
@@ -286,6 +279,8 @@ def dispatch(loss_name, y_true, y_pred, params, composite, **fused_options):
     also take the kernel's branch, whose launcher rejects them naming both, where
     TensorFlow's ops might broadcast them.
     """
+    check_expected_upstream(expected_upstream)
+    fused_options = {"reduced_axes": reduced_axes, "expected_upstream": expected_upstream}
     if _in_xla_context():
         _warn_once_about_xla()
         return composite(y_true, y_pred)
@@ -345,7 +340,6 @@ def huber(y_true, y_pred, delta=1.0, *, expected_upstream="mean"):
         and gradients as ``keras.losses.huber``.
     """
     delta = check_parameter("delta", delta)
-    check_expected_upstream(expected_upstream)
     y_true, y_pred = prepare(y_true, y_pred)
     composite = functools.partial(_huber_composite, delta=delta)
     return dispatch("huber", y_true, y_pred, (delta,), composite, expected_upstream=expected_upstream)
@@ -407,7 +401,6 @@ def contrastive(y_true, y_pred, margin=1.0, *, expected_upstream="mean"):
         The loss per sample: shape ``y_pred.shape[:-1]``.
     """
     margin = check_margin(margin)
-    check_expected_upstream(expected_upstream)
     y_true, y_pred = prepare(y_true, y_pred)
     composite = functools.partial(_contrastive_composite, margin=margin)
     return dispatch("contrastive", y_true, y_pred, (margin,), composite, expected_upstream=expected_upstream)
@@ -505,11 +498,11 @@ def embedding_contrastive(y_true, pairs, margin=1.0, *, expected_upstream="mean"
         ``contrastive(y_true, d)`` with a distance layer in front, in one pass.
     """
     margin = check_margin(margin)
-    check_expected_upstream(expected_upstream)
     y_true, pairs = prepare_pairs(y_true, pairs)
     composite = functools.partial(_embedding_contrastive_composite, margin=margin)
-    options = {"reduced_axes": 2, "expected_upstream": expected_upstream}
-    return dispatch("embedding_contrastive", y_true, pairs, (margin,), composite, **options)
+    return dispatch(
+        "embedding_contrastive", y_true, pairs, (margin,), composite, reduced_axes=2, expected_upstream=expected_upstream
+    )
 
 
 # ---------------------------------------------------------------------------------
@@ -598,7 +591,6 @@ def weighted_sigmoid_cross_entropy(y_true, y_pred, pos_weight=1.0, label_smoothi
     """
     pos_weight = check_pos_weight(pos_weight)
     label_smoothing = check_label_smoothing(label_smoothing)
-    check_expected_upstream(expected_upstream)
     y_true, y_pred = prepare(y_true, y_pred)
     _check_class_count(pos_weight, y_pred)
     kernel_weight = np.asarray(pos_weight, np.float64) if isinstance(pos_weight, tuple) else pos_weight
@@ -606,5 +598,6 @@ def weighted_sigmoid_cross_entropy(y_true, y_pred, pos_weight=1.0, label_smoothi
         _weighted_sigmoid_cross_entropy_composite, pos_weight=pos_weight, label_smoothing=label_smoothing
     )
     params = (kernel_weight, label_smoothing)
-    options = {"expected_upstream": expected_upstream}
-    return dispatch("weighted_sigmoid_cross_entropy", y_true, y_pred, params, composite, **options)
+    return dispatch(
+        "weighted_sigmoid_cross_entropy", y_true, y_pred, params, composite, expected_upstream=expected_upstream
+    )

@@ -91,13 +91,13 @@ def _row_kernel(elementwise):
     return kernel
 
 
-def _outputs(loss_out, loss_shape, grad_out, grad_shape, dtype):
-    """The arrays the kernel writes: the given ones, checked, or new ones.
-    ``grad_out=False`` means no gradient (None)."""
+def _outputs(loss_out, loss_shape, with_grad, grad_out, grad_shape, dtype):
+    """The arrays the kernel writes: the given ones, checked, or new ones; no gradient
+    (None) unless ``with_grad``."""
     if loss_out is None:
         loss_out = np.empty(loss_shape, dtype)
     check_output("loss_out", loss_out, loss_shape, dtype)
-    if grad_out is False:
+    if not with_grad:
         return loss_out, None
     if grad_out is None:
         grad_out = np.empty(grad_shape, dtype)
@@ -115,7 +115,7 @@ def run_rows(kernel, y_true, y_pred, params, with_grad, loss_out, grad_out, grad
     """
     loss_shape, n_rows, n_columns = row_layout(y_true, y_pred)
     dtype = y_pred.dtype
-    loss_out, grad_out = _outputs(loss_out, loss_shape, grad_out if with_grad else False, y_pred.shape, dtype)
+    loss_out, grad_out = _outputs(loss_out, loss_shape, with_grad, grad_out, y_pred.shape, dtype)
     if n_columns == 0:
         # The mean of nothing is NaN, as in Keras; there is no gradient to write.
         loss_out[...] = np.nan
@@ -211,7 +211,7 @@ def _embedding_contrastive_pairs(labels, pairs, params, grad_scale, loss_out, gr
 def run_pairs(kernel, y_true, pairs, params, with_grad, loss_out, grad_out, grad_scale=1.0):
     """``run_rows`` for kernels over ``(batch, 2, dim)`` pairs: loss shape ``(batch,)``."""
     n_pairs, _ = pair_layout(y_true, pairs)
-    loss_out, grad_out = _outputs(loss_out, (n_pairs,), grad_out if with_grad else False, pairs.shape, pairs.dtype)
+    loss_out, grad_out = _outputs(loss_out, (n_pairs,), with_grad, grad_out, pairs.shape, pairs.dtype)
     labels = np.ascontiguousarray(y_true).reshape(n_pairs)
     kernel(labels, np.ascontiguousarray(pairs), params, float(grad_scale), loss_out, grad_out)
     return loss_out, grad_out

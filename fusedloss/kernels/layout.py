@@ -88,3 +88,15 @@ def per_class_parameter(name, value, y_pred):
             f"(its last axis), got {name} of shape {values.shape}"
         )
     return np.ascontiguousarray(values)
+
+
+def grad_scale(expected_upstream, n_losses, dtype):
+    """What a launcher multiplies the gradient by when the bridge expects the upstream
+    gradient ``expected_upstream`` for ``n_losses`` per-sample losses: 1 for "ones", or
+    for "mean" ``1 / n_losses`` rounded to ``dtype`` as TensorFlow's and Keras's mean
+    gradients compute it (one division in that dtype), so that ``ops.rescale`` finds
+    the upstream equal to it."""
+    dtype = np.dtype(dtype)
+    if expected_upstream == "ones" or n_losses == 0:
+        return dtype.type(1)
+    return dtype.type(1) / dtype.type(n_losses)
