@@ -188,14 +188,18 @@ def _kernel_sources():
     return [open(os.path.join(folder, name), encoding="utf-8").read() for name in sorted(os.listdir(folder)) if name.endswith(".py")]
 
 
-@functools.lru_cache(maxsize=None)
 def element_module(name):
     """The generated module of the registered loss ``name``: ``element`` (plain Python,
     what the CUDA kernels compile) and ``rows``, its CPU row kernel. Written once into
     ``cache_folder()`` under a hash of its text, of the kernel modules' sources, and of
     numba's and Python's versions: numba's cache (``cache=True``) does not notice a
     change in a function the kernel calls, or in fastmath flags; a new file name does."""
-    spec = registry.SPECS[name]
+    return _element_module(registry.SPECS[name])
+
+
+@functools.lru_cache(maxsize=None)
+def _element_module(spec):
+    name = spec.name
     rows_source = inspect.getsource(_rows_template).replace("def _rows_template(", "def rows(", 1)
     text = _MODULE_TEMPLATE.format(
         name=name, primitives=", ".join(primitives.PRIMITIVE_NAMES), element=spec.element_source, rows=rows_source
@@ -223,12 +227,12 @@ def launcher(name):
     the last axis) and gradient w.r.t. ``y_pred``, into the given buffers if any.
     Parameters by position or name (``registry.KernelSpec.parameters``); per-class
     ones as a number or one value per class."""
-    spec = registry.SPECS[name]
 
     def launch(y_true, y_pred, *params, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0, **named):
+        spec = registry.SPECS[name]
         values = registry.bind(spec, params, named)
         kernel_params = kernel_parameters(spec, values, y_pred)
-        rows = element_module(name).rows
+        rows = _element_module(spec).rows
         return run_rows(rows, y_true, y_pred, kernel_params, with_grad, loss_out, grad_out, grad_scale, spec.reduce)
 
     launch.__name__ = launch.__qualname__ = name

@@ -256,21 +256,25 @@ def _kernels(elementwise):
     return _row_kernel(element, with_grad=True), _row_kernel(element, with_grad=False)
 
 
-@functools.lru_cache(maxsize=None)
 def _registered_kernels(name):
     """The ``(with_grad, loss_only)`` kernels of the registered loss ``name``, from the
     element function of its generated module (``cpu.element_module``)."""
+    return _kernels_of(registry.SPECS[name])
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels_of(spec):
     from . import cpu
 
-    return _kernels(cpu.element_module(name).element)
+    return _kernels(cpu._element_module(spec).element)
 
 
 @functools.lru_cache(maxsize=None)
 def launcher(name):
     """The GPU launcher of the registered loss ``name``; the contract of ``cpu.launcher``."""
-    spec = registry.SPECS[name]
 
     def launch(y_true, y_pred, *params, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0, **named):
+        spec = registry.SPECS[name]
         values = registry.bind(spec, params, named)
         kernel_params = tuple(
             cuda.to_device(value) if isinstance(value, np.ndarray) else value
