@@ -260,8 +260,8 @@ def _warn_once_about_xla():
     warnings.warn(
         "fusedloss: inside an XLA-compiled function (jit_compile=True, Keras's default "
         "when a GPU is visible) the fused kernels cannot run; the same loss is computed "
-        "with TensorFlow ops, which XLA fuses. Compile with jit_compile=False to use the "
-        "fused kernels.",
+        "with TensorFlow ops, its analytic gradient in the forward, which XLA fuses into "
+        "one pass. Compile with jit_compile=False to use the fused kernels.",
         stacklevel=3,
     )
 

@@ -37,18 +37,29 @@ class Check(NamedTuple):
 
 def _fused_losses():
     """``{name: (fused function, TensorFlow-ops function, default parameters)}`` for
-    every public fused loss that ``ops`` also writes in TensorFlow ops."""
+    every elementwise fused loss (each has a definition, hence both forms)."""
     import fusedloss
     from fusedloss import ops
+    from fusedloss.define import tf_loss
 
     found = {}
     for name in fusedloss.__all__:
-        fused = getattr(fusedloss, name)
-        composite = getattr(ops, f"_{name}_composite", None)
-        if inspect.isfunction(fused) and composite is not None:
-            parameters = list(inspect.signature(fused).parameters.values())[2:]
-            defaults = tuple(p.default for p in parameters if p.kind == p.POSITIONAL_OR_KEYWORD)
-            found[name] = (fused, composite, defaults)
+        definition = getattr(getattr(fusedloss, name), "definition", None)
+        if definition is None:
+            continue
+        checked = definition.check({})
+        value, slope, kernel_name = definition.traced(definition.static_key(checked))
+        numeric = [checked[parameter] for parameter in definition.numeric]
+
+        def composite(y_true, y_pred, *params, value=value, slope=slope, reduce=definition.reduce):
+            return tf_loss(value, slope, list(params), reduce, y_true, y_pred)
+
+        def fused(y_true, y_pred, *params, definition=definition, checked=checked):
+            return definition.per_sample(y_true, y_pred, {**checked, **dict(zip(definition.numeric, params))})
+
+        found[kernel_name] = (fused, composite, tuple(numeric))
+    # The one loss with a kernel of its own (pairs, not elements).
+    found["embedding_contrastive"] = (fusedloss.embedding_contrastive, ops._embedding_contrastive_composite, (1.0,))
     return found
 
 

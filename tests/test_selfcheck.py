@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from tests.gpu_fakes import route_through_host
 
-from fusedloss import gpu_bridge, ops, selfcheck
+from fusedloss import gpu_bridge, selfcheck
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -75,8 +75,15 @@ def test_every_check_passes_when_the_bridge_works(cpu_as_gpu, capsys):
 
 
 def test_wrong_values_fail(cpu_as_gpu, monkeypatch, capsys):
-    real = ops._huber_composite
-    monkeypatch.setattr(ops, "_huber_composite", lambda y_true, y_pred, delta: real(y_true, y_pred, delta) * 1.001)
+    real = selfcheck._fused_losses
+
+    def with_a_wrong_huber():
+        found = real()
+        fused, composite, params = found["huber"]
+        found["huber"] = (fused, lambda *args: composite(*args) * 1.001, params)
+        return found
+
+    monkeypatch.setattr(selfcheck, "_fused_losses", with_a_wrong_huber)
     assert selfcheck.main() == selfcheck.FAILED
     table = verdicts(capsys.readouterr().out)
     assert table[("huber", "eager", "loss")] == table[("huber", "tf.function", "gradient")] == "FAIL"

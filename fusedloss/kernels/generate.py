@@ -99,3 +99,50 @@ def digest(*texts):
         h.update(text.encode())
         h.update(b"\0")
     return h.hexdigest()[:20]
+
+
+_ARRAY_INFIX = dict(_INFIX, **{"and": "&", "or": "|"})
+
+
+def array_source(value, slope, function_name="values_and_slopes"):
+    """The source of ``function_name(ops, y_true, y_pred, params)`` returning the arrays
+    ``(values, slopes)`` of the same expressions, elementwise over whole arrays.
+
+    ``ops`` is a namespace with the array functions ``where, abs, sign, exp, log,
+    log1p, expm1, sqrt, tanh, sigmoid, softplus, log_sigmoid, log_cosh, maximum,
+    minimum, clip, logical_not`` of one framework (NumPy, CuPy, PyTorch, JAX): what a
+    GPU machine without TensorFlow runs to check and time the kernels. ``params[i]``
+    is parameter ``i`` (a number, or an array broadcast over the last axis).
+    """
+    from ..math import _postorder
+
+    names, lines = {}, []
+    for node in _postorder([value, slope]):
+        op = node.op
+        if op in ("y_true", "y_pred"):
+            names[id(node)] = op
+            continue
+        if op == "param":
+            names[id(node)] = f"params[{node.index}]"
+            continue
+        if op == "const":
+            names[id(node)] = repr(node.value if isinstance(node.value, bool) else float(node.value))
+            continue
+        args = [names[id(arg)] for arg in node.args]
+        if op in _ARRAY_INFIX:
+            expression = f"({args[0]}) {_ARRAY_INFIX[op]} ({args[1]})"
+        elif op == "pow":
+            expression = f"({args[0]}) ** ({args[1]})"
+        elif op == "neg":
+            expression = f"-({args[0]})"
+        elif op == "not":
+            expression = f"ops.logical_not({args[0]})"
+        else:
+            expression = f"ops.{op}({', '.join(args)})"
+        names[id(node)] = f"t{len(lines)}"
+        lines.append(f"    t{len(lines)} = {expression}")
+    return "\n".join(
+        [f"def {function_name}(ops, y_true, y_pred, params):"]
+        + lines
+        + [f"    return {names[id(value)]}, {names[id(slope)]}", ""]
+    )
