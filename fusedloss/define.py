@@ -128,10 +128,11 @@ class Definition:
                 checked[name] = _number(name, value)
         for constraint in self.constraints:
             names = compile(constraint, "<constraint>", "eval").co_names
-            for scope in _elementwise(checked, names):
+            for scope, labels in _elementwise(checked, names):
                 if not eval(constraint, {"__builtins__": {}}, scope):  # noqa: S307 - the definition's own text
-                    shown = ", ".join(f"{name}={scope[name]!r}" for name in names)
-                    raise ValueError(f"{self.class_name}: {' and '.join(names)} must satisfy {constraint}, got {shown}")
+                    shown = ", ".join(f"{labels[name]}={scope[name]!r}" for name in names)
+                    named = " and ".join(labels[name] for name in names)
+                    raise ValueError(f"{self.class_name}: {named} must satisfy {constraint}, got {shown}")
         return checked
 
     def static_key(self, checked):
@@ -226,13 +227,18 @@ def _number(name, value):
 
 
 def _elementwise(checked, names):
-    """Scopes to evaluate a constraint in: one, or one per class for per-class values."""
+    """``(scope, labels)`` to evaluate a constraint in: one, or one per class for
+    per-class values (labelled ``name[i]``)."""
     lengths = {len(checked[name]) for name in names if isinstance(checked[name], tuple)}
     if not lengths:
-        yield {name: checked[name] for name in names}
+        yield {name: checked[name] for name in names}, {name: name for name in names}
         return
     for i in range(max(lengths)):
-        yield {name: checked[name][i] if isinstance(checked[name], tuple) else checked[name] for name in names}
+        per_class = {name: isinstance(checked[name], tuple) for name in names}
+        yield (
+            {name: checked[name][i] if per_class[name] else checked[name] for name in names},
+            {name: f"{name}[{i}]" if per_class[name] else name for name in names},
+        )
 
 
 # ---------------------------------------------------------------------------------
@@ -251,8 +257,7 @@ _TF_UNARY = {
     "sigmoid": tf.sigmoid,
     "softplus": tf.nn.softplus,
     "log_sigmoid": tf.math.log_sigmoid,
-    # Keras's form: |x| + softplus(-2|x|) - log 2, finite for every finite x.
-    "log_cosh": lambda x: tf.abs(x) + tf.nn.softplus(-2.0 * tf.abs(x)) - pymath.log(2.0),
+    "log_cosh": lambda x: _tf_log_cosh(x),
     "not": tf.logical_not,
 }
 _TF_BINARY = {
@@ -272,6 +277,16 @@ _TF_BINARY = {
     "and": tf.logical_and,
     "or": tf.logical_or,
 }
+
+
+def _tf_log_cosh(x):
+    """``primitives._log_cosh`` with TensorFlow ops: ``log1p(m**2 / (2 + 2 m))``, ``m =
+    expm1(|x|)``, for ``|x| <= 1`` (no cancellation), Keras's ``|x| + softplus(-2|x|) -
+    log 2`` beyond."""
+    a = tf.abs(x)
+    m = tf.math.expm1(tf.minimum(a, 1.0))
+    near = tf.math.log1p(m * m / (2.0 + 2.0 * m))
+    return tf.where(a <= 1.0, near, a + tf.nn.softplus(-2.0 * a) - pymath.log(2.0))
 
 
 def evaluate(roots, y_true, y_pred, numeric):

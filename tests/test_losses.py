@@ -62,7 +62,7 @@ def test_huber_is_registered_under_the_package_name():
 
 @pytest.mark.parametrize("delta", [0.0, -2.0, float("nan"), float("inf")])
 def test_bad_delta_fails_at_construction(delta):
-    with pytest.raises(ValueError, match="delta must be finite and > 0"):
+    with pytest.raises(ValueError, match="delta must (satisfy delta > 0|be finite)"):
         fusedloss.Huber(delta=delta)
 
 

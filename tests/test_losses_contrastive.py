@@ -68,7 +68,7 @@ def test_get_config_is_exact_and_round_trips(cls, kwargs, config):
 @pytest.mark.parametrize("cls", (fusedloss.ContrastiveLoss, fusedloss.EmbeddingContrastiveLoss))
 @pytest.mark.parametrize("margin", (-0.5, float("nan"), float("-inf"), "one"))
 def test_bad_margin_fails_at_construction(cls, margin):
-    with pytest.raises(ValueError, match="margin must be"):
+    with pytest.raises(ValueError, match="margin must (be|satisfy)"):
         cls(margin=margin)
 
 

@@ -46,7 +46,7 @@ def value_and_gradient(loss_fn, y_true, y_pred, scale=1.0):
 @pytest.mark.parametrize("scale", [1.0, 2.0], ids=["upstream-1", "upstream-2"])
 def test_huber_matches_keras_values_and_gradients(case, scale):
     y_true, y_pred = random_pair(case.shape, case.dtype)
-    fused_loss, fused_grad = value_and_gradient(lambda t, p: ops.huber(t, p, 1.5), y_true, y_pred, scale)
+    fused_loss, fused_grad = value_and_gradient(lambda t, p: fusedloss.huber(t, p, 1.5), y_true, y_pred, scale)
     keras_loss, keras_grad = value_and_gradient(lambda t, p: keras.losses.huber(t, p, 1.5), y_true, y_pred, scale)
     assert fused_loss.shape == keras_loss.shape == case.shape[:-1]
     assert fused_loss.dtype == fused_grad.dtype == case.dtype
@@ -60,7 +60,7 @@ def test_huber_matches_keras_values_and_gradients(case, scale):
 def test_non_uniform_upstream_gradient():
     y_true, y_pred = random_pair((6, 9), tf.float64)
     weights = tf.constant(np.arange(6.0) - 2.0, tf.float64)
-    fused = value_and_gradient(lambda t, p: tf.reduce_sum(weights * ops.huber(t, p, 0.7)), y_true, y_pred)
+    fused = value_and_gradient(lambda t, p: tf.reduce_sum(weights * fusedloss.huber(t, p, 0.7)), y_true, y_pred)
     native = value_and_gradient(lambda t, p: tf.reduce_sum(weights * keras.losses.huber(t, p, 0.7)), y_true, y_pred)
     np.testing.assert_allclose(fused[0], native[0], rtol=1e-12)
     np.testing.assert_allclose(fused[1], native[1], rtol=1e-12, atol=1e-15)
@@ -75,14 +75,14 @@ def test_numeric_gradient_in_float64(shape):
     errors = rng.choice([-1, 1], size=shape) * rng.uniform(0.1, 3.0, size=shape)
     errors[np.abs(np.abs(errors) - 1.2) < 0.05] = 0.5
     y_pred = y_true + errors
-    theoretical, numerical = tf.test.compute_gradient(lambda p: ops.huber(y_true, p, 1.2), [y_pred], delta=1e-6)
+    theoretical, numerical = tf.test.compute_gradient(lambda p: fusedloss.huber(y_true, p, 1.2), [y_pred], delta=1e-6)
     np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-6, atol=1e-8)
 
 
 def test_graph_mode_keeps_static_shapes():
     @tf.function(input_signature=[tf.TensorSpec([None, 5]), tf.TensorSpec([None, 5])])
     def loss_and_grad(y_true, y_pred):
-        loss, grad = value_and_gradient(ops.huber, y_true, y_pred)
+        loss, grad = value_and_gradient(fusedloss.huber, y_true, y_pred)
         assert loss.shape.as_list() == [None] and grad.shape.as_list() == [None, 5]
         return loss, grad
 
@@ -94,7 +94,7 @@ def test_graph_mode_keeps_static_shapes():
 def test_an_earlier_gradient_is_never_overwritten():
     @tf.function
     def gradient(y_true, y_pred):
-        return value_and_gradient(ops.huber, y_true, y_pred)[1]
+        return value_and_gradient(fusedloss.huber, y_true, y_pred)[1]
 
     y_true, first_pred = random_pair((50, 64), tf.float32, seed=1)
     first = gradient(y_true, first_pred)
@@ -109,15 +109,15 @@ def test_an_earlier_gradient_is_never_overwritten():
 def test_inputs_are_never_written():
     y_true, y_pred = random_pair((30, 20), tf.float32)
     before = y_true.numpy().copy(), y_pred.numpy().copy()
-    tf.function(lambda t, p: value_and_gradient(ops.huber, t, p))(y_true, y_pred)
+    tf.function(lambda t, p: value_and_gradient(fusedloss.huber, t, p))(y_true, y_pred)
     np.testing.assert_array_equal(y_true.numpy(), before[0])
     np.testing.assert_array_equal(y_pred.numpy(), before[1])
 
 
 def test_xla_uses_the_composite_with_the_same_values_and_gradients():
     y_true, y_pred = random_pair((17, 23), tf.float32)
-    xla = tf.function(lambda t, p: value_and_gradient(lambda a, b: ops.huber(a, b, 1.5), t, p), jit_compile=True)
-    fused = value_and_gradient(lambda a, b: ops.huber(a, b, 1.5), y_true, y_pred)
+    xla = tf.function(lambda t, p: value_and_gradient(lambda a, b: fusedloss.huber(a, b, 1.5), t, p), jit_compile=True)
+    fused = value_and_gradient(lambda a, b: fusedloss.huber(a, b, 1.5), y_true, y_pred)
     for got, want in zip(xla(y_true, y_pred), fused):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
@@ -128,13 +128,13 @@ def test_xla_uses_the_composite_with_the_same_values_and_gradients():
 
 def test_shape_mismatch_names_both_shapes():
     with pytest.raises(ValueError, match=r"y_true \(4, 3\) and y_pred \(4, 5\)"):
-        ops.huber(tf.zeros((4, 3)), tf.zeros((4, 5)))
+        fusedloss.huber(tf.zeros((4, 3)), tf.zeros((4, 5)))
 
 
 def test_shape_mismatch_found_at_run_time_names_both_shapes():
     @tf.function(input_signature=[tf.TensorSpec([None, None]), tf.TensorSpec([None, None])])
     def loss(y_true, y_pred):
-        return ops.huber(y_true, y_pred)
+        return fusedloss.huber(y_true, y_pred)
 
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"y_true \(4, 3\) and y_pred \(4, 5\)"):
         loss(tf.zeros((4, 3)), tf.zeros((4, 5)))
@@ -142,13 +142,13 @@ def test_shape_mismatch_found_at_run_time_names_both_shapes():
 
 def test_scalar_input_is_refused():
     with pytest.raises(ValueError, match="rank >= 1"):
-        ops.huber(1.0, 2.0)
+        fusedloss.huber(1.0, 2.0)
 
 
 @pytest.mark.parametrize("delta", [0.0, -1.0, float("nan"), float("inf"), "one", None])
 def test_bad_delta_is_a_value_error(delta):
-    with pytest.raises(ValueError, match="delta must be"):
-        ops.huber(tf.zeros((2, 2)), tf.zeros((2, 2)), delta=delta)
+    with pytest.raises(ValueError, match="delta must (be|satisfy)"):
+        fusedloss.huber(tf.zeros((2, 2)), tf.zeros((2, 2)), delta=delta)
 
 
 @pytest.mark.parametrize(
@@ -158,19 +158,19 @@ def test_bad_delta_is_a_value_error(delta):
 )
 def test_integer_and_boolean_labels_are_cast_like_keras(labels):
     y_pred = tf.constant([[0.5, 2.0, -1.0]])
-    np.testing.assert_allclose(ops.huber(labels, y_pred), keras.losses.huber(labels, y_pred), rtol=1e-6)
+    np.testing.assert_allclose(fusedloss.huber(labels, y_pred), keras.losses.huber(labels, y_pred), rtol=1e-6)
 
 
 def test_rank_matching_follows_keras():
     y_true, y_pred = tf.constant([1.0, 2.0, 3.0]), tf.constant([[1.5], [0.0], [3.0]])
-    np.testing.assert_allclose(ops.huber(y_true, y_pred), keras.losses.huber(y_true, y_pred), rtol=1e-6)
+    np.testing.assert_allclose(fusedloss.huber(y_true, y_pred), keras.losses.huber(y_true, y_pred), rtol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_predictions_match_keras(bad):
     y_true = tf.zeros((3, 4))
     y_pred = tf.tensor_scatter_nd_update(tf.fill((3, 4), 0.5), [[1, 2]], [bad])
-    fused = value_and_gradient(ops.huber, y_true, y_pred)
+    fused = value_and_gradient(fusedloss.huber, y_true, y_pred)
     native = value_and_gradient(keras.losses.huber, y_true, y_pred)
     np.testing.assert_allclose(fused[0], native[0], rtol=1e-6)
     np.testing.assert_allclose(fused[1], native[1], rtol=1e-6)
@@ -179,7 +179,7 @@ def test_non_finite_predictions_match_keras(bad):
 def test_non_finite_labels_match_keras():
     y_true = tf.constant([[np.nan, 0.0], [np.inf, 1.0]])
     y_pred = tf.constant([[0.0, 0.3], [2.0, 1.0]])
-    fused = value_and_gradient(ops.huber, y_true, y_pred)
+    fused = value_and_gradient(fusedloss.huber, y_true, y_pred)
     native = value_and_gradient(keras.losses.huber, y_true, y_pred)
     np.testing.assert_allclose(fused[0], native[0], rtol=1e-6)
     np.testing.assert_allclose(fused[1], native[1], rtol=1e-6)
@@ -187,7 +187,7 @@ def test_non_finite_labels_match_keras():
 
 def test_empty_batch_matches_keras():
     y_true, y_pred = tf.zeros((0, 4)), tf.zeros((0, 4))
-    fused = value_and_gradient(ops.huber, y_true, y_pred)
+    fused = value_and_gradient(fusedloss.huber, y_true, y_pred)
     native = value_and_gradient(keras.losses.huber, y_true, y_pred)
     assert fused[0].shape == native[0].shape == (0,)
     assert fused[1].shape == native[1].shape == (0, 4)
@@ -197,7 +197,7 @@ def test_empty_batch_matches_keras():
 
 def test_batch_of_one():
     y_true, y_pred = random_pair((1, 9), tf.float32)
-    np.testing.assert_allclose(ops.huber(y_true, y_pred), keras.losses.huber(y_true, y_pred), rtol=1e-6)
+    np.testing.assert_allclose(fusedloss.huber(y_true, y_pred), keras.losses.huber(y_true, y_pred), rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------
@@ -216,17 +216,17 @@ def fused_kernel_outputs(concrete_function):
 
 def test_without_a_tape_only_the_loss_is_computed():
     y_true, y_pred = random_pair((8, 5), tf.float32)
-    loss_only = tf.function(ops.huber).get_concrete_function(y_true, y_pred)
+    loss_only = tf.function(fusedloss.huber).get_concrete_function(y_true, y_pred)
     assert fused_kernel_outputs(loss_only) == [1]
-    with_tape = tf.function(lambda t, p: value_and_gradient(ops.huber, t, p)).get_concrete_function(y_true, y_pred)
+    with_tape = tf.function(lambda t, p: value_and_gradient(fusedloss.huber, t, p)).get_concrete_function(y_true, y_pred)
     assert fused_kernel_outputs(with_tape) == [2]
     np.testing.assert_allclose(loss_only(y_true, y_pred), keras.losses.huber(y_true, y_pred), rtol=1e-6)
-    np.testing.assert_allclose(ops.huber(y_true, y_pred), keras.losses.huber(y_true, y_pred), rtol=1e-6)
+    np.testing.assert_allclose(fusedloss.huber(y_true, y_pred), keras.losses.huber(y_true, y_pred), rtol=1e-6)
 
 
 def test_a_function_traced_without_a_tape_still_differentiates_correctly():
     y_true, y_pred = random_pair((8, 5), tf.float64)
-    traced_without_tape = tf.function(lambda t, p: 3.0 * ops.huber(t, p, 0.5))
+    traced_without_tape = tf.function(lambda t, p: 3.0 * fusedloss.huber(t, p, 0.5))
     traced_without_tape(y_true, y_pred)
     fused = value_and_gradient(traced_without_tape, y_true, y_pred)
     native = value_and_gradient(lambda t, p: 3.0 * keras.losses.huber(t, p, 0.5), y_true, y_pred)
@@ -239,8 +239,8 @@ def test_xla_fallback_warns_once(recwarn):
 
     _warn_once_about_xla.cache_clear()
     y_true, y_pred = random_pair((4, 6), tf.float32)
-    xla = tf.function(lambda t, p: ops.huber(t, p), jit_compile=True)
+    xla = tf.function(lambda t, p: fusedloss.huber(t, p), jit_compile=True)
     xla(y_true, y_pred)
-    tf.function(lambda t, p: 2.0 * ops.huber(t, p), jit_compile=True)(y_true, y_pred)
+    tf.function(lambda t, p: 2.0 * fusedloss.huber(t, p), jit_compile=True)(y_true, y_pred)
     messages = [str(w.message) for w in recwarn if "XLA-compiled" in str(w.message)]
     assert len(messages) == 1 and "jit_compile=False" in messages[0]

@@ -300,9 +300,9 @@ def test_half_precision_under_xla():
 
 @pytest.mark.parametrize("margin", (-1.0, float("nan"), float("inf"), "wide", None))
 def test_bad_margin_is_a_value_error(margin):
-    with pytest.raises(ValueError, match="margin must be"):
+    with pytest.raises(ValueError, match="margin must (be|satisfy)"):
         fusedloss.contrastive([[1.0]], [[0.5]], margin=margin)
-    with pytest.raises(ValueError, match="margin must be"):
+    with pytest.raises(ValueError, match="margin must (be|satisfy)"):
         fusedloss.embedding_contrastive([1.0], [[[0.5], [0.0]]], margin=margin)
 
 

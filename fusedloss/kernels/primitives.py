@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .math import _like, _log_float32, exp_float32, log1p_float32, log1p_unit_float32
+from .math import _LN2_HI, _LN2_LO, _LOG2_E, _like, _log_float32, exp_float32, log1p_float32, log1p_unit_float32
 
 _F32_ZERO = np.float32(0.0)
 _F32_ONE = np.float32(1.0)
@@ -25,6 +25,10 @@ _F32_23_LN2 = np.float32(23.0 * math.log(2.0))
 _ROUNDING_SHIFTER = np.float32(12582912.0)
 # Below this |x|, expm1 is its Taylor polynomial (degree 8: truncation < 2.1e-10 relative).
 _F32_EXPM1_SERIES = np.float32(0.34657359)
+# |k| <= 60 keeps 2^k and its products normal; |x| beyond 60 ln 2 takes exp(x) - 1
+# (which is then exp(x), or -1 to float32's precision).
+_EXPM1_K_LIMIT = np.float32(60.0)
+_EXPM1_REDUCED_LIMIT = np.float32(41.0)
 _EXPM1_C = tuple(np.float32(1.0 / math.factorial(k)) for k in range(2, 9))
 
 
@@ -47,14 +51,29 @@ def log_float32(y):
 
 
 def expm1_float32(x):
-    """``exp(x) - 1`` for a float32 ``x`` without calls: the Taylor polynomial for
-    ``|x| < ln(2) / 2`` (no cancellation), ``exp_float32(x) - 1`` beyond, where the
-    subtraction loses at most a bit or so."""
+    """``exp(x) - 1`` for a float32 ``x`` without calls.
+
+    Method: for ``|x| < ln(2) / 2`` its Taylor polynomial (degree 8, truncation below
+    2.1e-10 relative: no cancellation); beyond, ``x = k ln2 + r`` as in ``exp_float32``
+    (``|r| <= ln(2) / 2``, exact) and ``expm1(x) = 2^k expm1(r) + (2^k - 1)``, both terms
+    exact but for the one rounding of their sum. Far out, ``exp_float32(x) - 1``
+    (``inf`` above float32's range) and -1.
+    """
+    k = (x * _LOG2_E + _ROUNDING_SHIFTER) - _ROUNDING_SHIFTER
+    k = k if abs(k) <= _EXPM1_K_LIMIT else _F32_ZERO  # far out: answered below
+    r = (x - k * _LN2_HI) - k * _LN2_LO
+    scale = np.int32((np.int32(k) + np.int32(127)) << np.int32(23)).view(np.float32)  # 2^k
+    reduced = scale * _expm1_series(r) + (scale - _F32_ONE)
+    result = _expm1_series(x) if abs(x) < _F32_EXPM1_SERIES else reduced
+    if abs(x) > _EXPM1_REDUCED_LIMIT:
+        result = exp_float32(x) - _F32_ONE
+    return result
+
+
+def _expm1_series(x):
     series = _EXPM1_C[5] + x * _EXPM1_C[6]
     series = _EXPM1_C[2] + x * (_EXPM1_C[3] + x * (_EXPM1_C[4] + x * series))
-    series = x + x * x * (_EXPM1_C[0] + x * (_EXPM1_C[1] + x * series))
-    far = exp_float32(x) - _F32_ONE
-    return series if abs(x) < _F32_EXPM1_SERIES else far
+    return x + x * x * (_EXPM1_C[0] + x * (_EXPM1_C[1] + x * series))
 
 
 def _exp(x):
@@ -127,9 +146,15 @@ def _log_sigmoid(x):
 
 
 def _log_cosh(x):
-    """``|x| + log(1 + exp(-2|x|)) - log(2)``: Keras's form, finite for every finite ``x``."""
+    """``log(cosh(x))``: for ``|x| <= 1`` as ``log1p(m**2 / (2 (1 + m)))`` with ``m =
+    expm1(|x|)`` (``cosh(x) - 1 = m**2 / (2 e**|x|)``, no cancellation: small ``x`` keep
+    their relative accuracy, where Keras's form loses it), beyond as ``|x| + log(1 +
+    exp(-2|x|)) - log(2)`` (Keras's form: finite for every finite ``x``)."""
     a = abs(x)
-    return a + _log1p_of_exp_of_minus_abs(_like(x, 2.0) * a) - _like(x, math.log(2.0))
+    m = _expm1(a)
+    near = _log1p(m * m / (_like(x, 2.0) + _like(x, 2.0) * m))
+    far = a + _log1p_of_exp_of_minus_abs(_like(x, 2.0) * a) - _like(x, math.log(2.0))
+    return near if a <= _like(x, 1.0) else far
 
 
 def _sign(x):
@@ -198,4 +223,4 @@ PRIMITIVES = {
 }
 PRIMITIVE_NAMES = tuple(function.__name__ for function in PRIMITIVES.values())
 # Helpers the primitives call, compiled the same way.
-HELPERS = (log_float32, expm1_float32, _exp_of_minus_abs, _log1p_of_exp_of_minus_abs)
+HELPERS = (log_float32, expm1_float32, _expm1_series, _exp_of_minus_abs, _log1p_of_exp_of_minus_abs)
