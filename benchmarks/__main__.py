@@ -120,6 +120,10 @@ MALLOC_SETTINGS = {
 THREADING_RUNS = {"smoke": ((1_000,), 3), "quick": ((10_000, 100_000, 1_000_000), 100), "full": ((10_000, 100_000, 1_000_000), 400)}
 
 
+# benchmarks.definitions per run mode: (rounds, Huber shape, time first calls in child processes).
+DEFINITION_RUNS = {"smoke": (1, (10, 100), False), "quick": (9, (10_000, 1000), True), "full": (21, (10_000, 1000), True)}
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     arguments = parse_arguments(argv)
@@ -171,6 +175,13 @@ def main(argv=None):
         console.print("[bold]numba threading layers[/] (Huber fwd+bwd, one child process per layer)")
         table = threading_layers.markdown(threading_layers.run(sizes, repeats))
         (arguments.output / f"{name}-threading.md").write_text(table, encoding="utf-8")
+        console.print(table, markup=False, highlight=False)
+        from . import definitions
+
+        rounds, shape, children = DEFINITION_RUNS[arguments.mode]
+        console.print("[bold]writing a loss once[/] (define, first call cold / cached, generated vs hand-written Huber)")
+        table = definitions.markdown(definitions.run(rounds, shape, children))
+        (arguments.output / f"{name}-definitions.md").write_text(table, encoding="utf-8")
         console.print(table, markup=False, highlight=False)
     if plugin.failures:
         console.print(f"[bold red]{len(plugin.failures)} failed[/], {plugin.passed} passed")
