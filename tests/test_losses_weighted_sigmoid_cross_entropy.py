@@ -101,7 +101,7 @@ def test_bad_parameters_fail_at_construction(kwargs, match):
 def test_pos_weight_length_is_checked_at_the_call_naming_both_lengths():
     loss = fusedloss.WeightedSigmoidCrossEntropy(pos_weight=[1.0, 2.0])
     y_true, logits, _ = random_batch((4, 3))
-    with pytest.raises(ValueError, match=r"y_pred has 3 classes \(its last axis\), got 2 weights"):
+    with pytest.raises(ValueError, match=r"y_pred has 3 classes \(its last axis\), got 2 values"):
         loss(y_true, logits)
 
 

@@ -241,7 +241,7 @@ def test_rank_matching_follows_keras():
         ([1.0, float("inf"), 2.0], r"pos_weight\[1\] must be finite, got inf"),
         ([[1.0, 2.0, 3.0]], r"a non-empty 1-D sequence of numbers, got shape \(1, 3\)"),
         ([], r"a non-empty 1-D sequence of numbers, got shape \(0,\)"),
-        ([1.0, 2.0], r"y_pred has 3 classes \(its last axis\), got 2 weights"),
+        ([1.0, 2.0], r"y_pred has 3 classes \(its last axis\), got 2 values"),
     ],
 )
 def test_bad_pos_weight_is_a_value_error(pos_weight, match):
