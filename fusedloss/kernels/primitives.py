@@ -5,7 +5,14 @@ and ``cuda.py`` register them). Float64 uses libm (``math.*``). Float32 uses cal
 approximations, so a float32 loop over them vectorises on the CPU (llvmlite has no
 vector math library; one libm call in a loop stops LLVM from vectorising it): the
 ``exp``/``log1p`` of ``math.py`` and the ``log``/``expm1`` below, whose errors
-``scripts/measure_approximation_error.py`` measures over every float32 input.
+``scripts/measure_approximation_error.py`` measures against float64 libm.
+
+Measured (2026-12-01, 2e7 random float32 bit patterns, ``--primitives-only --sample
+20000000``; max relative error where the exact result is a normal float32, and no
+special result - NaN, +-inf, 0 - wrong): log 8.2e-8 (0.71 ulp), expm1 1.2e-7 (1.40
+ulp), tanh 1.7e-7 (2.05 ulp), sigmoid 1.9e-7 (1.63 ulp), softplus 1.3e-7 (1.52 ulp),
+log_sigmoid 1.2e-7 (1.05 ulp), log_cosh 4.6e-7 (4.2 ulp, before expm1's range
+reduction; Keras's own float32 form loses all relative accuracy below |x| ~ 1e-4).
 """
 
 import math
