@@ -25,6 +25,10 @@ After the suite (``--smoke`` included, at one tiny size), ``benchmarks.threading
 times the Huber kernel and the bridge under each numba threading layer, in one child
 process per layer, into ``<mode>-threading.md``.
 
+``--docs`` regenerates every result the README links, into ``docs/results/`` (tracked by
+git): the full run, then ``--quick --reuse-malloc`` and ``--quick --huge-pages``, each in
+its own process (~15 minutes on 2 cores). It takes no other option.
+
 The exit status is pytest's: non-zero when any provider disagreed with the reference.
 """
 
@@ -107,8 +111,43 @@ def parse_arguments(argv):
     parser.add_argument(
         "--huge-pages", action="store_true", help="glibc asks for transparent huge pages for large blocks"
     )
+    parser.add_argument(
+        "--docs", action="store_true",
+        help=f"regenerate the README's results in {DOCS_RESULTS}/: the full run, then quick with --reuse-malloc and with --huge-pages",
+    )
     parser.set_defaults(mode="full")
-    return parser.parse_args(argv)
+    arguments = parser.parse_args(argv)
+    if arguments.docs and [a for a in argv if a != "--docs"]:
+        parser.error("--docs takes no other option: it runs the README's fixed set of runs")
+    return arguments
+
+
+# Where the README's results live (tracked by git; the default output, results/, is not).
+DOCS_RESULTS = Path("docs") / "results"
+# What the README links: (arguments of one run), each written to DOCS_RESULTS.
+DOCS_RUNS = ((), ("--quick", "--reuse-malloc"), ("--quick", "--huge-pages"))
+
+
+def run_name(arguments):
+    """The results' file stem of a run: its mode and its malloc options, e.g. ``quick-huge-pages``."""
+    return arguments.mode + "".join(f"-{option.replace('_', '-')}" for option in MALLOC_SETTINGS if getattr(arguments, option))
+
+
+def docs_commands(python=sys.executable):
+    """The command lines ``--docs`` runs, one process each, in order."""
+    return [[python, "-m", "benchmarks", *run, "--output", str(DOCS_RESULTS)] for run in DOCS_RUNS]
+
+
+def regenerate_docs():
+    """Run ``docs_commands()`` one after the other; the first non-zero status stops it."""
+    import subprocess
+
+    for command in docs_commands():
+        print("+", " ".join(command[1:]), flush=True)
+        status = subprocess.call(command, cwd=SUITE.parent)
+        if status:
+            return status
+    return 0
 
 
 # glibc reads these once, at process start: set them, then start again.
@@ -123,6 +162,8 @@ THREADING_RUNS = {"smoke": ((1_000,), 3), "quick": ((10_000, 100_000, 1_000_000)
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     arguments = parse_arguments(argv)
+    if arguments.docs:
+        return regenerate_docs()
     wanted = {}
     for option, settings in MALLOC_SETTINGS.items():
         if getattr(arguments, option):
@@ -136,7 +177,7 @@ def main(argv=None):
     console = Console()
     console.width = max(console.width, 150)  # the table's 15 columns, also when piped
     arguments.output.mkdir(parents=True, exist_ok=True)
-    name = arguments.mode + "".join(f"-{option.replace('_', '-')}" for option in MALLOC_SETTINGS if getattr(arguments, option))
+    name = run_name(arguments)
     json_path = arguments.output / f"{name}.json"
     plugin = ProgressPlugin(console)
     console.print(f"[bold]fusedloss CPU benchmarks[/], {arguments.mode} run -> {arguments.output}/")

@@ -129,3 +129,30 @@ def test_smoke_run_checks_every_provider_of_every_available_loss(tmp_path):
     threading = (tmp_path / "smoke-threading.md").read_text()
     for layer in ("omp", "workqueue"):
         assert re.search(rf"^\| {layer} \| \d+ \| 1e\+03 \| [\d.]+ µs \| [\d.]+ µs \|$", threading, re.MULTILINE), threading
+
+
+# ---------------------------------------------------------------------------------
+# The README's results: one command regenerates every file it links
+
+
+def test_docs_regenerates_every_result_file_the_readme_links():
+    from benchmarks import __main__ as main
+    from tests.test_readme import local_link_targets
+
+    commands = main.docs_commands(python="python")
+    assert all(command[-2:] == ["--output", str(main.DOCS_RESULTS)] for command in commands)
+    stems = {main.run_name(main.parse_arguments(command[3:-2])) for command in commands}
+    linked = [Path(p) for p in local_link_targets((ROOT / "README.md").read_text(encoding="utf-8"))]
+    results = [p for p in linked if p.parent == main.DOCS_RESULTS]
+    assert results, "the README links no results"
+    # <stem>.md / .png, and the tables written beside them: <stem>-threading.md, ...
+    produced = {p for p in results if p.stem in stems or p.stem.rsplit("-", 1)[0] in stems}
+    assert produced == set(results), sorted(map(str, set(results) - produced))
+
+
+def test_docs_takes_no_other_option():
+    from benchmarks import __main__ as main
+
+    with pytest.raises(SystemExit):
+        main.parse_arguments(["--docs", "--quick"])
+    assert main.parse_arguments(["--docs"]).docs
