@@ -5,11 +5,13 @@ writes to ``DIR`` (default ``results/``): ``<mode>.json`` (pytest-benchmark's JS
 round's time included), ``<mode>.md`` (the table, crossovers and targets) and
 ``<mode>.png`` (time and speed-up against size, one panel per loss).
 
-Modes: the default runs every size from 1e3 to 1e7 elements (two per decade) and the
-three workloads (~10 minutes on 2 cores); ``--quick`` the sizes 1e3, 1e5, 1e6 and 1e7
-with a smaller timing budget and no workloads (under 2 minutes); ``--smoke`` one tiny size, one round per case: every provider's
-correctness is checked, nothing meaningful is timed (for CI, a few seconds after
-numba's compilation).
+Modes: the default runs every size from 1e3 to 1e7 elements (two per decade), the
+three loss workloads and the model.fit workloads of ``benchmarks/fit.py`` (9 rounds;
+~15 minutes on 2 cores); ``--quick`` the sizes 1e3, 1e5, 1e6 and 1e7 with a smaller
+timing budget, no loss workloads and 7 rounds of the model.fit ones (~4 minutes);
+``--smoke`` one tiny size, one round per case and the model.fit workloads shrunk to a
+few elements: every provider's correctness is checked, nothing meaningful is timed
+(for CI). ``--workloads a,b`` picks model.fit workloads (``none``: none).
 
 ``--reuse-malloc`` reruns the suite with glibc told to keep freed memory for reuse
 (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``): by default every allocation of
@@ -23,7 +25,9 @@ speeds every provider that reads or writes them. Results go to ``<mode>-huge-pag
 
 After the suite (``--smoke`` included, at one tiny size), ``benchmarks.threading_layers``
 times the Huber kernel and the bridge under each numba threading layer, in one child
-process per layer, into ``<mode>-threading.md``.
+process per layer, into ``<mode>-threading.md``; then ``benchmarks.fit_threads`` times
+model.fit under each OpenMP wait policy and thread count, one child process per setting,
+into ``<mode>-fit-threads.md`` (and ``.json``); ``--workloads none`` skips it too.
 
 ``--docs`` regenerates every result the README links, into ``docs/results/`` (tracked by
 git): the full run, then ``--quick --reuse-malloc`` and ``--quick --huge-pages``, each in
@@ -106,6 +110,9 @@ def parse_arguments(argv):
     parser.add_argument("--losses", default="", help="comma-separated loss names (default: all)")
     parser.add_argument("--providers", default="", help="comma-separated providers (default: all)")
     parser.add_argument(
+        "--workloads", default="", help="comma-separated model.fit workloads (default: all; 'none' skips them)"
+    )
+    parser.add_argument(
         "--reuse-malloc", action="store_true", help="glibc reuses large freed blocks (fairer to native TF at 1e7)"
     )
     parser.add_argument(
@@ -124,8 +131,9 @@ def parse_arguments(argv):
 
 # Where the README's results live (tracked by git; the default output, results/, is not).
 DOCS_RESULTS = Path("docs") / "results"
-# What the README links: (arguments of one run), each written to DOCS_RESULTS.
-DOCS_RUNS = ((), ("--quick", "--reuse-malloc"), ("--quick", "--huge-pages"))
+# What the README links: (arguments of one run), each written to DOCS_RESULTS. The malloc
+# reruns are about the loss suite: they leave out the model.fit workloads.
+DOCS_RUNS = ((), ("--quick", "--reuse-malloc", "--workloads", "none"), ("--quick", "--huge-pages", "--workloads", "none"))
 
 
 def run_name(arguments):
@@ -157,6 +165,32 @@ MALLOC_SETTINGS = {
 }
 # Timing of the threading layers per run mode: (sizes, repeats).
 THREADING_RUNS = {"smoke": ((1_000,), 3), "quick": ((10_000, 100_000, 1_000_000), 100), "full": ((10_000, 100_000, 1_000_000), 400)}
+# The wait policy and thread counts in model.fit per run mode: (workloads, budget,
+# children per setting, settings; None: all of benchmarks.fit_threads.SETTINGS).
+FIT_THREADS_RUNS = {
+    "smoke": (("dense-regression",), {"rounds": 2, "seconds_per_epoch": 0.0, "min_steps": 1, "max_steps": 1, "smoke": True}, 1, 2),
+    "quick": (("dense-regression",), {"rounds": 5, "seconds_per_epoch": 0.25, "min_steps": 2, "max_steps": 40}, 1, None),
+    "full": (("dense-regression", "siamese"), {"rounds": 7, "seconds_per_epoch": 0.4, "min_steps": 3, "max_steps": 200}, 2, None),
+}
+
+
+def run_fit_threads(mode, stem, console):
+    """``benchmarks.fit_threads`` as this mode runs it, into ``<stem>.md`` and ``<stem>.json``."""
+    import json
+
+    from . import fit, fit_threads
+
+    workloads, budget, repeats, settings = FIT_THREADS_RUNS[mode]
+    settings = fit_threads.SETTINGS[:settings] if settings else fit_threads.SETTINGS
+    console.print(
+        f"[bold]OpenMP wait policy and thread counts in model.fit[/] ({', '.join(workloads)}; "
+        f"{len(settings)} settings x {repeats}, one child process each)"
+    )
+    measured = fit_threads.run(workloads, fit.FitBudget(**budget), repeats, settings)
+    stem.with_suffix(".json").write_text(json.dumps(measured, indent=1), encoding="utf-8")
+    table = fit_threads.markdown(measured)
+    stem.with_suffix(".md").write_text(table, encoding="utf-8")
+    console.print(table, markup=False, highlight=False)
 
 
 def main(argv=None):
@@ -184,6 +218,7 @@ def main(argv=None):
     exit_code = pytest.main(
         [
             str(SUITE / "test_losses.py"),
+            *([str(SUITE / "test_fit.py")] if arguments.workloads.strip() != "none" else []),
             f"--rootdir={SUITE.parent}",
             "-o", "addopts=",
             "-p", "no:terminal",
@@ -191,6 +226,7 @@ def main(argv=None):
             f"--run-mode={arguments.mode}",
             f"--losses={arguments.losses}",
             f"--providers={arguments.providers}",
+            f"--workloads={arguments.workloads}",
             f"--benchmark-json={json_path}",
             "--benchmark-disable-gc",
             "--benchmark-quiet",
@@ -213,6 +249,8 @@ def main(argv=None):
         table = threading_layers.markdown(threading_layers.run(sizes, repeats))
         (arguments.output / f"{name}-threading.md").write_text(table, encoding="utf-8")
         console.print(table, markup=False, highlight=False)
+        if arguments.workloads.strip() != "none":
+            run_fit_threads(arguments.mode, arguments.output / f"{name}-fit-threads", console)
     if plugin.failures:
         console.print(f"[bold red]{len(plugin.failures)} failed[/], {plugin.passed} passed")
     elif exit_code not in (0, pytest.ExitCode.NO_TESTS_COLLECTED):
