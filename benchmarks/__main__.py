@@ -169,8 +169,8 @@ THREADING_RUNS = {"smoke": ((1_000,), 3), "quick": ((10_000, 100_000, 1_000_000)
 # children per setting, settings; None: all of benchmarks.fit_threads.SETTINGS).
 FIT_THREADS_RUNS = {
     "smoke": (("dense-regression",), {"rounds": 2, "seconds_per_epoch": 0.0, "min_steps": 1, "max_steps": 1, "smoke": True}, 1, 2),
-    "quick": (("dense-regression",), {"rounds": 5, "seconds_per_epoch": 0.25, "min_steps": 2, "max_steps": 40}, 1, None),
-    "full": (("dense-regression", "siamese"), {"rounds": 7, "seconds_per_epoch": 0.4, "min_steps": 3, "max_steps": 200}, 2, None),
+    "quick": (("dense-regression",), {"rounds": 7, "seconds_per_epoch": 0.25, "min_steps": 2, "max_steps": 40}, 1, 2),
+    "full": (("dense-regression",), {"rounds": 7, "seconds_per_epoch": 0.4, "min_steps": 3, "max_steps": 200}, 2, None),
 }
 
 

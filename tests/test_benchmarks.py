@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks import providers, report
 from benchmarks import fit as fit_module
+from benchmarks import fit_threads
 from benchmarks.fit import FIT_WORKLOADS_BY_KEY
 from benchmarks.specs import LOSSES, LossSpec, Tolerance, missing_parts
 
@@ -170,6 +171,45 @@ def test_every_fit_problem_is_built_at_its_stated_size(workload):
     assert int(np.prod(keras.ops.shape(output))) == workload.problem.elements
 
 
+def _child(numba_threads, fused_step_s, speedup, workload="dense-regression"):
+    result = _fit(workload, [speedup * 0.9, speedup, speedup * 1.1], fused_step_s=fused_step_s, reference_step_s=fused_step_s * speedup)
+    return {"numba_threads": numba_threads, "threading_layer": "omp", "tf_threads": [0, 0], "environment": {}, "results": [result]}
+
+
+def test_fit_threads_summary_takes_medians_over_children_against_the_first_setting():
+    measured = {
+        "baseline": [_child(2, 0.020, 1.5), _child(2, 0.030, 1.3), _child(2, 0.025, 1.4)],
+        "passive": [_child(2, 0.015, 1.9), _child(2, 0.020, 1.7), _child(2, 0.010, 2.1)],
+        "broken": [{"error": "ValueError: no such thing"}],
+    }
+    rows = fit_threads.summary(measured)
+    assert [row["setting"] for row in rows] == ["baseline", "passive", "broken"]
+    baseline, passive, broken = rows
+    assert baseline["fused_step_s"] == pytest.approx(0.025) and baseline["fused_range"] == "20-30"
+    assert passive["fused_step_s"] == pytest.approx(0.015) and passive["speedup"] == pytest.approx(1.9)
+    assert passive["fused_vs_baseline"] == pytest.approx(0.6)
+    assert broken == {"setting": "broken", "error": "ValueError: no such thing"}
+    table = fit_threads.markdown(measured)
+    assert re.search(r"^\| passive \| dense-regression \(fused\) \| 2 \| default, default \| 3 x 5 x 3 \| 15 \(10-20\) \| .* \| 1.90x \(.*\) \| 0.60 \|$", table, re.MULTILINE), table
+    assert "| broken | failed: ValueError: no such thing |" in table
+
+
+def test_fit_threads_children_get_only_their_own_thread_settings(monkeypatch):
+    # The parent's own settings must not leak into a child measuring another setting.
+    seen = {}
+
+    def fake_run(command, env, **options):
+        seen.update(env)
+        return subprocess.CompletedProcess(command, 1, "", "SystemExit: stop")
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
+    monkeypatch.setattr(fit_threads.subprocess, "run", fake_run)
+    setting = fit_threads.SETTINGS_BY_LABEL["OMP_WAIT_POLICY=PASSIVE"]
+    assert fit_threads.measure(setting, ["dense-regression"], fit_module.FitBudget(1, 0.0, 1, 1, True)) == {"error": "SystemExit: stop"}
+    assert seen["OMP_WAIT_POLICY"] == "PASSIVE" and "NUMBA_NUM_THREADS" not in seen
+
+
 # ---------------------------------------------------------------------------------
 # The smoke run
 
@@ -205,6 +245,11 @@ def test_smoke_run_checks_every_provider_of_every_available_loss(tmp_path):
     fit_table = (tmp_path / "smoke.md").read_text().split("model.fit step time", 1)[1]
     for key in FIT_WORKLOADS_BY_KEY:
         assert re.search(rf"^\| {key} \| .* \| fused \| 2 x 1 \| .*x \| [\d.]+-[\d.]+ \| [\d.]+-[\d.]+ \|$", fit_table, re.MULTILINE), fit_table
+    # The wait policy in model.fit: the smoke run's two settings, each in its own process.
+    fit_threads_table = (tmp_path / "smoke-fit-threads.md").read_text()
+    for setting in fit_threads.SETTINGS[:2]:
+        row = rf"^\| {re.escape(setting.label)} \| dense-regression \(fused\) \| \d+ \| default, default \| 2 x 1 x 1 \| "
+        assert re.search(row, fit_threads_table, re.MULTILINE), fit_threads_table
     # The threading layers, each in its own process: OpenMP and workqueue come with numba.
     threading = (tmp_path / "smoke-threading.md").read_text()
     for layer in ("omp", "workqueue"):
