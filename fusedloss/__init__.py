@@ -5,7 +5,6 @@ differentiable), ``backend()`` and the size below which losses run as TensorFlow
 (``min_fused_size()``, ``set_min_fused_size(n)``).
 """
 
-from . import threads  # noqa: F401  (first: before numba starts OpenMP)
 from .backends import backend, min_fused_size, set_min_fused_size
 from .losses import ContrastiveLoss, EmbeddingContrastiveLoss, Huber, WeightedSigmoidCrossEntropy
 from .ops import contrastive, embedding_contrastive, huber, weighted_sigmoid_cross_entropy
