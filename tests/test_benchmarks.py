@@ -270,8 +270,9 @@ def test_docs_regenerates_every_result_file_the_readme_links():
     linked = [Path(p) for p in local_link_targets((ROOT / "README.md").read_text(encoding="utf-8"))]
     results = [p for p in linked if p.parent == main.DOCS_RESULTS]
     assert results, "the README links no results"
-    # <stem>.md / .png, and the tables written beside them: <stem>-threading.md, ...
-    produced = {p for p in results if p.stem in stems or p.stem.rsplit("-", 1)[0] in stems}
+    # <stem>.md / .png, and the tables written beside them: <stem>-threading.md, <stem>-fit-threads.md
+    names = {f"{stem}{table}{suffix}" for stem in stems for table in ("", "-threading", "-fit-threads") for suffix in (".md", ".png")}
+    produced = {p for p in results if p.name in names}
     assert produced == set(results), sorted(map(str, set(results) - produced))
 
 
