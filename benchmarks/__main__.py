@@ -5,11 +5,13 @@ writes to ``DIR`` (default ``results/``): ``<mode>.json`` (pytest-benchmark's JS
 round's time included), ``<mode>.md`` (the table, crossovers and targets) and
 ``<mode>.png`` (time and speed-up against size, one panel per loss).
 
-Modes: the default runs every size from 1e3 to 1e7 elements (two per decade) and the
-three workloads (~10 minutes on 2 cores); ``--quick`` the sizes 1e3, 1e5, 1e6 and 1e7
-with a smaller timing budget and no workloads (under 2 minutes); ``--smoke`` one tiny size, one round per case: every provider's
-correctness is checked, nothing meaningful is timed (for CI, a few seconds after
-numba's compilation).
+Modes: the default runs every size from 1e3 to 1e7 elements (two per decade), the
+three loss workloads and the model.fit workloads of ``benchmarks/fit.py`` (9 rounds;
+~15 minutes on 2 cores); ``--quick`` the sizes 1e3, 1e5, 1e6 and 1e7 with a smaller
+timing budget, no loss workloads and 7 rounds of the model.fit ones (~4 minutes);
+``--smoke`` one tiny size, one round per case and the model.fit workloads shrunk to a
+few elements: every provider's correctness is checked, nothing meaningful is timed
+(for CI). ``--workloads a,b`` picks model.fit workloads (``none``: none).
 
 ``--reuse-malloc`` reruns the suite with glibc told to keep freed memory for reuse
 (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``): by default every allocation of
@@ -23,7 +25,13 @@ speeds every provider that reads or writes them. Results go to ``<mode>-huge-pag
 
 After the suite (``--smoke`` included, at one tiny size), ``benchmarks.threading_layers``
 times the Huber kernel and the bridge under each numba threading layer, in one child
-process per layer, into ``<mode>-threading.md``.
+process per layer, into ``<mode>-threading.md``; then ``benchmarks.fit_threads`` times
+model.fit under each OpenMP wait policy and thread count, one child process per setting,
+into ``<mode>-fit-threads.md`` (and ``.json``); ``--workloads none`` skips it too.
+
+``--docs`` regenerates every result the README links, into ``docs/results/`` (tracked by
+git): the full run, then ``--quick --reuse-malloc`` and ``--quick --huge-pages``, each in
+its own process (~15 minutes on 2 cores). It takes no other option.
 
 The exit status is pytest's: non-zero when any provider disagreed with the reference.
 """
@@ -102,13 +110,52 @@ def parse_arguments(argv):
     parser.add_argument("--losses", default="", help="comma-separated loss names (default: all)")
     parser.add_argument("--providers", default="", help="comma-separated providers (default: all)")
     parser.add_argument(
+        "--workloads", default="", help="comma-separated model.fit workloads (default: all; 'none' skips them)"
+    )
+    parser.add_argument(
         "--reuse-malloc", action="store_true", help="glibc reuses large freed blocks (fairer to native TF at 1e7)"
     )
     parser.add_argument(
         "--huge-pages", action="store_true", help="glibc asks for transparent huge pages for large blocks"
     )
+    parser.add_argument(
+        "--docs", action="store_true",
+        help=f"regenerate the README's results in {DOCS_RESULTS}/: the full run, then quick with --reuse-malloc and with --huge-pages",
+    )
     parser.set_defaults(mode="full")
-    return parser.parse_args(argv)
+    arguments = parser.parse_args(argv)
+    if arguments.docs and [a for a in argv if a != "--docs"]:
+        parser.error("--docs takes no other option: it runs the README's fixed set of runs")
+    return arguments
+
+
+# Where the README's results live (tracked by git; the default output, results/, is not).
+DOCS_RESULTS = Path("docs") / "results"
+# What the README links: (arguments of one run), each written to DOCS_RESULTS. The malloc
+# reruns are about the loss suite: they leave out the model.fit workloads.
+DOCS_RUNS = ((), ("--quick", "--reuse-malloc", "--workloads", "none"), ("--quick", "--huge-pages", "--workloads", "none"))
+
+
+def run_name(arguments):
+    """The results' file stem of a run: its mode and its malloc options, e.g. ``quick-huge-pages``."""
+    return arguments.mode + "".join(f"-{option.replace('_', '-')}" for option in MALLOC_SETTINGS if getattr(arguments, option))
+
+
+def docs_commands(python=sys.executable):
+    """The command lines ``--docs`` runs, one process each, in order."""
+    return [[python, "-m", "benchmarks", *run, "--output", str(DOCS_RESULTS)] for run in DOCS_RUNS]
+
+
+def regenerate_docs():
+    """Run ``docs_commands()`` one after the other; the first non-zero status stops it."""
+    import subprocess
+
+    for command in docs_commands():
+        print("+", " ".join(command[1:]), flush=True)
+        status = subprocess.call(command, cwd=SUITE.parent)
+        if status:
+            return status
+    return 0
 
 
 # glibc reads these once, at process start: set them, then start again.
@@ -118,6 +165,32 @@ MALLOC_SETTINGS = {
 }
 # Timing of the threading layers per run mode: (sizes, repeats).
 THREADING_RUNS = {"smoke": ((1_000,), 3), "quick": ((10_000, 100_000, 1_000_000), 100), "full": ((10_000, 100_000, 1_000_000), 400)}
+# The wait policy and thread counts in model.fit per run mode: (workloads, budget,
+# children per setting, settings; None: all of benchmarks.fit_threads.SETTINGS).
+FIT_THREADS_RUNS = {
+    "smoke": (("dense-regression",), {"rounds": 2, "seconds_per_epoch": 0.0, "min_steps": 1, "max_steps": 1, "smoke": True}, 1, 2),
+    "quick": (("dense-regression",), {"rounds": 7, "seconds_per_epoch": 0.25, "min_steps": 2, "max_steps": 40}, 1, 2),
+    "full": (("dense-regression",), {"rounds": 7, "seconds_per_epoch": 0.4, "min_steps": 3, "max_steps": 200}, 2, None),
+}
+
+
+def run_fit_threads(mode, stem, console):
+    """``benchmarks.fit_threads`` as this mode runs it, into ``<stem>.md`` and ``<stem>.json``."""
+    import json
+
+    from . import fit, fit_threads
+
+    workloads, budget, repeats, settings = FIT_THREADS_RUNS[mode]
+    settings = fit_threads.SETTINGS[:settings] if settings else fit_threads.SETTINGS
+    console.print(
+        f"[bold]OpenMP wait policy and thread counts in model.fit[/] ({', '.join(workloads)}; "
+        f"{len(settings)} settings x {repeats}, one child process each)"
+    )
+    measured = fit_threads.run(workloads, fit.FitBudget(**budget), repeats, settings)
+    stem.with_suffix(".json").write_text(json.dumps(measured, indent=1), encoding="utf-8")
+    table = fit_threads.markdown(measured)
+    stem.with_suffix(".md").write_text(table, encoding="utf-8")
+    console.print(table, markup=False, highlight=False)
 
 
 # benchmarks.definitions per run mode: (rounds, Huber shape, time first calls in child processes).
@@ -127,6 +200,8 @@ DEFINITION_RUNS = {"smoke": (1, (10, 100), False), "quick": (9, (10_000, 1000), 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     arguments = parse_arguments(argv)
+    if arguments.docs:
+        return regenerate_docs()
     wanted = {}
     for option, settings in MALLOC_SETTINGS.items():
         if getattr(arguments, option):
@@ -140,13 +215,14 @@ def main(argv=None):
     console = Console()
     console.width = max(console.width, 150)  # the table's 15 columns, also when piped
     arguments.output.mkdir(parents=True, exist_ok=True)
-    name = arguments.mode + "".join(f"-{option.replace('_', '-')}" for option in MALLOC_SETTINGS if getattr(arguments, option))
+    name = run_name(arguments)
     json_path = arguments.output / f"{name}.json"
     plugin = ProgressPlugin(console)
     console.print(f"[bold]fusedloss CPU benchmarks[/], {arguments.mode} run -> {arguments.output}/")
     exit_code = pytest.main(
         [
             str(SUITE / "test_losses.py"),
+            *([str(SUITE / "test_fit.py")] if arguments.workloads.strip() != "none" else []),
             f"--rootdir={SUITE.parent}",
             "-o", "addopts=",
             "-p", "no:terminal",
@@ -154,6 +230,7 @@ def main(argv=None):
             f"--run-mode={arguments.mode}",
             f"--losses={arguments.losses}",
             f"--providers={arguments.providers}",
+            f"--workloads={arguments.workloads}",
             f"--benchmark-json={json_path}",
             "--benchmark-disable-gc",
             "--benchmark-quiet",
@@ -176,6 +253,8 @@ def main(argv=None):
         table = threading_layers.markdown(threading_layers.run(sizes, repeats))
         (arguments.output / f"{name}-threading.md").write_text(table, encoding="utf-8")
         console.print(table, markup=False, highlight=False)
+        if arguments.workloads.strip() != "none":
+            run_fit_threads(arguments.mode, arguments.output / f"{name}-fit-threads", console)
         from . import definitions
 
         rounds, shape, children = DEFINITION_RUNS[arguments.mode]

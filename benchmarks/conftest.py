@@ -10,6 +10,7 @@ import pytest  # noqa: E402
 
 from . import machine  # noqa: E402
 from .providers import MODES, PROVIDERS  # noqa: E402
+from .fit import FIT_WORKLOADS_BY_KEY  # noqa: E402
 from .specs import LOSSES, LOSSES_BY_NAME, RUN_MODES, WORKLOADS, missing_parts  # noqa: E402
 
 
@@ -18,6 +19,10 @@ def pytest_addoption(parser):
     group.addoption("--run-mode", choices=sorted(RUN_MODES), default="quick", help="sizes and timing budget")
     group.addoption("--losses", default="", help="comma-separated loss names (default: all)")
     group.addoption("--providers", default="", help=f"comma-separated, of {', '.join(PROVIDERS)} (default: all)")
+    group.addoption(
+        "--workloads", default="",
+        help=f"model.fit workloads, comma-separated, of {', '.join(FIT_WORKLOADS_BY_KEY)} (default: all; 'none': none)",
+    )
 
 
 class Case(NamedTuple):
@@ -75,9 +80,19 @@ def cases(config):
     return generated
 
 
+def fit_workloads(config):
+    """The model.fit workloads this run times: none where the run mode has no fit budget."""
+    if RUN_MODES[config.getoption("run_mode")].fit is None or config.getoption("workloads").strip() == "none":
+        return []
+    return [FIT_WORKLOADS_BY_KEY[key] for key in _selected(config, "--workloads", FIT_WORKLOADS_BY_KEY)]
+
+
 def pytest_generate_tests(metafunc):
     if "case" in metafunc.fixturenames:
         metafunc.parametrize("case", cases(metafunc.config))
+    if "fit_workload" in metafunc.fixturenames:
+        selected = fit_workloads(metafunc.config)
+        metafunc.parametrize("fit_workload", selected, ids=[w.key for w in selected])
 
 
 @pytest.fixture(scope="session")

@@ -44,15 +44,70 @@ class Result(NamedTuple):
 
 
 def load(json_path):
+    """``(results, data)``: the loss cases as ``Result`` and the whole JSON; the model.fit
+    workloads are in ``data`` too (``fit_results(data)``)."""
     with open(json_path, encoding="utf-8") as file:
         data = json.load(file)
     results = []
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
-        if "median_s" not in info:
+        if "median_s" not in info or info.get("kind") == "fit":
             continue
         results.append(Result(*(info[field] for field in Result._fields)))
     return results, data
+
+
+def fit_results(data):
+    """The model.fit workloads' results (``benchmarks.fit.measure``'s dicts), in run order."""
+    return [bench["extra_info"] for bench in data["benchmarks"] if bench["extra_info"].get("kind") == "fit"]
+
+
+FIT_COLUMNS = (
+    "workload", "y_pred per step", "fusedloss", "reference", "path", "rounds x steps",
+    "fused step", "reference step", "speed-up", "IQR", "min-max",
+)
+
+
+def fit_rows(fits):
+    """One row per workload: step times (medians over rounds), the median per-round
+    speed-up (reference step / fused step), its interquartile range and its extremes."""
+    return [
+        [
+            fit["workload"],
+            f"{fit['elements']:.2g}",
+            fit["fused_loss"],
+            fit["reference_loss"],
+            fit["path"],
+            f"{fit['rounds']} x {fit['steps']}",
+            format_time(fit["fused_step_s"]),
+            format_time(fit["reference_step_s"]),
+            f"{fit['speedup']:.2f}x",
+            f"{fit['speedup_q1']:.2f}-{fit['speedup_q3']:.2f}",
+            f"{fit['speedup_min']:.2f}-{fit['speedup_max']:.2f}",
+        ]
+        for fit in fits
+    ]
+
+
+def fit_markdown(fits):
+    """The model.fit section of the report (empty when no workload ran)."""
+    if not fits:
+        return []
+    lines = [
+        "",
+        "model.fit step time, fusedloss against the reference loss on the same model, data and "
+        "starting weights (SGD; one batch repeated); each round fits one epoch of each, in "
+        "alternating order; step = median over an epoch's steps (synced on the loss scalar); "
+        "speed-up = reference step / fused step per round, its median, interquartile range "
+        "and extremes over the rounds; `path`: what the fused loss runs at this size.",
+        "",
+        "| " + " | ".join(FIT_COLUMNS) + " |",
+        "|" + "|".join("---" if i < 6 and i != 1 else "---:" for i in range(len(FIT_COLUMNS))) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in fit_rows(fits)]
+    lines += ["", "Workloads:", ""]
+    lines += [f"- {fit['workload']}: {fit['description']}" for fit in fits]
+    return lines
 
 
 def _group(results):
@@ -194,6 +249,7 @@ def markdown(results, data, timed=True):
         "|" + "|".join("---" if i < 3 or column == "path" else "---:" for i, column in enumerate(COLUMNS)) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
+    lines += fit_markdown(fit_results(data))
     if not timed:
         return "\n".join(lines + ["", "Smoke run: one cold round per case; the times are not measurements."]) + "\n"
     lines += ["", "Crossover (bridge vs native tf.function):", ""]
@@ -206,7 +262,26 @@ def markdown(results, data, timed=True):
     return "\n".join(lines) + "\n"
 
 
-def plot(results, png_path):
+def _plot_fits(axis, fits):
+    """Per workload, the median per-round speed-up, the interquartile range as the bar's
+    error and the extremes as dots."""
+    names = [f"{fit['workload']}\n({fit['path']})" for fit in fits]
+    medians = [fit["speedup"] for fit in fits]
+    positions = range(len(fits))
+    errors = [[m - fit["speedup_q1"] for m, fit in zip(medians, fits)], [fit["speedup_q3"] - m for m, fit in zip(medians, fits)]]
+    axis.barh(positions, medians, xerr=errors, color="tab:blue", alpha=0.7, capsize=4, label="median, IQR")
+    for position, fit in zip(positions, fits):
+        axis.plot([fit["speedup_min"], fit["speedup_max"]], [position, position], "k.", markersize=6)
+    axis.plot([], [], "k.", label="min, max")
+    axis.axvline(1.0, color="black", linewidth=0.8)
+    axis.set_yticks(list(positions), names, fontsize=8)
+    axis.invert_yaxis()
+    axis.set(xlabel="model.fit step speed-up (reference step / fusedloss step, per round)", title="model.fit workloads")
+    axis.grid(True, axis="x", alpha=0.3)
+    axis.legend(fontsize=7, loc="lower right")
+
+
+def plot(results, png_path, fits=()):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,9 +289,22 @@ def plot(results, png_path):
 
     sweep = [r for r in results if r.kind == "sweep" and r.mode == "fwd+bwd"]
     ops = list(dict.fromkeys(r.op for r in sweep))
-    if not ops:
+    if not ops and not fits:
         return
-    figure, axes = plt.subplots(2, len(ops), figsize=(4.6 * len(ops), 7.5), squeeze=False, sharex="col")
+    columns = max(len(ops), 1)
+    rows = (2 if ops else 0) + (1 if fits else 0)
+    heights = ([1, 1] if ops else []) + ([0.35 + 0.12 * len(fits)] if fits else [])
+    figure = plt.figure(figsize=(4.6 * max(columns, 2), 3.75 * sum(heights)))
+    grid = figure.add_gridspec(rows, columns, height_ratios=heights)
+    if fits:
+        _plot_fits(figure.add_subplot(grid[rows - 1, :]), fits)
+    if not ops:
+        figure.tight_layout()
+        figure.savefig(png_path, dpi=110)
+        plt.close(figure)
+        return
+    axes = [[figure.add_subplot(grid[0, c]) for c in range(len(ops))]]
+    axes.append([figure.add_subplot(grid[1, c], sharex=axes[0][c]) for c in range(len(ops))])
     for column, op in enumerate(ops):
         mine = [r for r in sweep if r.op == op]
         time_axis, speed_axis = axes[0][column], axes[1][column]
@@ -262,6 +350,7 @@ def write(json_path, markdown_path, png_path, console, timed=True):
     from rich.table import Table
 
     results, data = load(json_path)
+    fits = fit_results(data)
     rows = table_rows(results)
     for op in dict.fromkeys(row[0] for row in rows):
         table = Table(*COLUMNS[1:], title=f"{op}: fusedloss vs native TensorFlow (CPU, float32)")
@@ -269,9 +358,14 @@ def write(json_path, markdown_path, png_path, console, timed=True):
             if row[0] == op:
                 table.add_row(*row[1:])
         console.print(table)
+    if fits:
+        table = Table(*FIT_COLUMNS, title="model.fit step time: fusedloss vs the reference loss (interleaved epochs)")
+        for row in fit_rows(fits):
+            table.add_row(*row)
+        console.print(table)
     if not timed:
         markdown_path.write_text(markdown(results, data, timed=False), encoding="utf-8")
-        plot(results, png_path)
+        plot(results, png_path, fits)
         console.print("smoke run: every provider checked against the reference; one cold round each, times are not measurements")
         console.print(f"wrote {json_path}, {markdown_path}, {png_path}")
         return
@@ -282,5 +376,5 @@ def write(json_path, markdown_path, png_path, console, timed=True):
     for line in slower_than_native(results):
         console.print(f"[yellow]slower than native tf.function[/]: {line}")
     markdown_path.write_text(markdown(results, data), encoding="utf-8")
-    plot(results, png_path)
+    plot(results, png_path, fits)
     console.print(f"wrote {json_path}, {markdown_path}, {png_path}")

@@ -17,6 +17,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from .fit import FitBudget
+
 
 class Tolerance(NamedTuple):
     """``|actual - reference| <= rtol * |reference| + atol * max|reference|``."""
@@ -190,13 +192,19 @@ class RunMode(NamedTuple):
     seconds_per_case: float
     min_rounds: int
     max_rounds: int
+    # The model.fit workloads (benchmarks/fit.py): None skips them.
+    fit: FitBudget = None
 
 
 RUN_MODES = {
-    "smoke": RunMode("smoke", (2_000,), workloads=False, seconds_per_case=0.0, min_rounds=1, max_rounds=1),
+    "smoke": RunMode(
+        "smoke", (2_000,), workloads=False, seconds_per_case=0.0, min_rounds=1, max_rounds=1,
+        fit=FitBudget(rounds=2, seconds_per_epoch=0.0, min_steps=1, max_steps=1, smoke=True),
+    ),
     "quick": RunMode(
         "quick", (1_000, 100_000, 1_000_000, 10_000_000), workloads=False, seconds_per_case=0.05,
         min_rounds=3, max_rounds=100,
+        fit=FitBudget(rounds=7, seconds_per_epoch=0.25, min_steps=2, max_steps=40),
     ),
     "full": RunMode(
         "full",
@@ -205,5 +213,6 @@ RUN_MODES = {
         seconds_per_case=0.7,
         min_rounds=7,
         max_rounds=2000,
+        fit=FitBudget(rounds=9, seconds_per_epoch=1.0, min_steps=3, max_steps=200),
     ),
 }

@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 
 from benchmarks import providers, report
+from benchmarks import fit as fit_module
+from benchmarks import fit_threads
+from benchmarks.fit import FIT_WORKLOADS_BY_KEY
 from benchmarks.specs import LOSSES, LossSpec, Tolerance, missing_parts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +107,109 @@ def test_targets_say_met_or_missed():
     assert "contrastive vs tf-xla >= 2.0: not measured" in lines
 
 
+def _fit(workload, ratios, **extra):
+    q1, median, q3 = fit_module._quantiles(ratios)
+    return {
+        "kind": "fit", "workload": workload, "description": "d", "elements": 2_097_152, "fused_loss": "fusedloss.Huber",
+        "reference_loss": "keras.losses.Huber", "path": "fused", "smoke": False, "rounds": len(ratios), "steps": 5,
+        "fused_step_s": 0.02, "reference_step_s": 0.03, "ratios": ratios, "speedup": median, "speedup_q1": q1,
+        "speedup_q3": q3, "speedup_min": min(ratios), "speedup_max": max(ratios), **extra,
+    }
+
+
+def test_fit_rows_show_the_median_speedup_its_iqr_and_extremes():
+    fits = [_fit("dense-regression", [1.0, 1.2, 1.5, 2.0, 1.4, 1.3, 1.1])]
+    [row] = report.fit_rows(fits)
+    # sorted: 1.0 1.1 1.2 1.3 1.4 1.5 2.0 -> quartiles (inclusive) 1.15, 1.3, 1.45
+    assert row == [
+        "dense-regression", "2.1e+06", "fusedloss.Huber", "keras.losses.Huber", "fused", "7 x 5",
+        "20 ms", "30 ms", "1.30x", "1.15-1.45", "1.00-2.00",
+    ]
+    data = {"benchmarks": [{"extra_info": {"op": "huber"}}, {"extra_info": fits[0]}]}
+    assert report.fit_results(data) == fits
+    section = "\n".join(report.fit_markdown(fits))
+    assert "| dense-regression | 2.1e+06 |" in section and "- dense-regression: d" in section
+    assert report.fit_markdown([]) == []
+
+
+def test_fit_plot_is_written_with_or_without_the_loss_panels(tmp_path):
+    fits = [_fit("a", [1.0, 2.0]), _fit("b", [0.9, 1.1])]
+    for name, results in (("fits-only.png", []), ("both.png", [_result("fusedloss", 1_000, 1e-3), _result("tf-function", 1_000, 2e-3)])):
+        report.plot(results, tmp_path / name, fits)
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_fit_workload_is_one_row_of_a_problem_and_two_loss_factories():
+    # What the lead's sparse softmax CE row will look like, with Keras on both sides.
+    import functools
+
+    import keras
+
+    row = fit_module.FitWorkload(
+        "classifier",
+        fit_module.classifier(256, 1000),
+        functools.partial(keras.losses.SparseCategoricalCrossentropy, from_logits=True),
+        fit_module._keras("SparseCategoricalCrossentropy", from_logits=True),
+    )
+    budget = fit_module.FitBudget(rounds=3, seconds_per_epoch=0.0, min_steps=2, max_steps=2, smoke=True)
+    result = fit_module.measure(row, budget)
+    assert result["fused_loss"] == "keras.SparseCategoricalCrossentropy"
+    assert result["reference_loss"] == "keras.losses.SparseCategoricalCrossentropy"
+    assert result["elements"] == 2 * 7 and result["steps"] == 2 and len(result["ratios"]) == 3
+    # The same loss on both sides from the same weights: the same training.
+    assert result["fused_last_loss"] == pytest.approx(result["reference_last_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("workload", fit_module.FIT_WORKLOADS, ids=lambda w: w.key)
+def test_every_fit_problem_is_built_at_its_stated_size(workload):
+    built = workload.problem.build(False)
+    model = built.model()
+    import keras
+
+    assert built.elements == workload.problem.elements
+    output = model(list(built.x) if isinstance(built.x, tuple) else built.x)
+    assert int(np.prod(keras.ops.shape(output))) == workload.problem.elements
+
+
+def _child(numba_threads, fused_step_s, speedup, workload="dense-regression"):
+    result = _fit(workload, [speedup * 0.9, speedup, speedup * 1.1], fused_step_s=fused_step_s, reference_step_s=fused_step_s * speedup)
+    return {"numba_threads": numba_threads, "threading_layer": "omp", "tf_threads": [0, 0], "environment": {}, "results": [result]}
+
+
+def test_fit_threads_summary_takes_medians_over_children_against_the_first_setting():
+    measured = {
+        "baseline": [_child(2, 0.020, 1.5), _child(2, 0.030, 1.3), _child(2, 0.025, 1.4)],
+        "passive": [_child(2, 0.015, 1.9), _child(2, 0.020, 1.7), _child(2, 0.010, 2.1)],
+        "broken": [{"error": "ValueError: no such thing"}],
+    }
+    rows = fit_threads.summary(measured)
+    assert [row["setting"] for row in rows] == ["baseline", "passive", "broken"]
+    baseline, passive, broken = rows
+    assert baseline["fused_step_s"] == pytest.approx(0.025) and baseline["fused_range"] == "20-30"
+    assert passive["fused_step_s"] == pytest.approx(0.015) and passive["speedup"] == pytest.approx(1.9)
+    assert passive["fused_vs_baseline"] == pytest.approx(0.6)
+    assert broken == {"setting": "broken", "error": "ValueError: no such thing"}
+    table = fit_threads.markdown(measured)
+    assert re.search(r"^\| passive \| dense-regression \(fused\) \| 2 \| default, default \| 3 x 5 x 3 \| 15 \(10-20\) \| .* \| 1.90x \(.*\) \| 0.60 \|$", table, re.MULTILINE), table
+    assert "| broken | failed: ValueError: no such thing |" in table
+
+
+def test_fit_threads_children_get_only_their_own_thread_settings(monkeypatch):
+    # The parent's own settings must not leak into a child measuring another setting.
+    seen = {}
+
+    def fake_run(command, env, **options):
+        seen.update(env)
+        return subprocess.CompletedProcess(command, 1, "", "SystemExit: stop")
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
+    monkeypatch.setattr(fit_threads.subprocess, "run", fake_run)
+    setting = fit_threads.SETTINGS_BY_LABEL["OMP_WAIT_POLICY=PASSIVE"]
+    assert fit_threads.measure(setting, ["dense-regression"], fit_module.FitBudget(1, 0.0, 1, 1, True)) == {"error": "SystemExit: stop"}
+    assert seen["OMP_WAIT_POLICY"] == "PASSIVE" and "NUMBA_NUM_THREADS" not in seen
+
+
 # ---------------------------------------------------------------------------------
 # The smoke run
 
@@ -117,15 +223,62 @@ def test_smoke_run_checks_every_provider_of_every_available_loss(tmp_path):
     )
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
     data = json.loads((tmp_path / "smoke.json").read_text())
-    checked = {(b["extra_info"]["op"], b["extra_info"]["provider"], b["extra_info"]["mode"]) for b in data["benchmarks"]}
+    cases = [b for b in data["benchmarks"] if b["extra_info"].get("kind") != "fit"]
+    checked = {(b["extra_info"]["op"], b["extra_info"]["provider"], b["extra_info"]["mode"]) for b in cases}
     available = [spec.name for spec in LOSSES if not missing_parts(spec)]
     assert checked == {(op, p, m) for op in available for p in providers.PROVIDERS for m in providers.MODES}
-    paths = {b["extra_info"]["provider"]: b["extra_info"]["path"] for b in data["benchmarks"]}
+    paths = {b["extra_info"]["provider"]: b["extra_info"]["path"] for b in cases}
     assert paths["bridge"] == paths["kernel"] == "fused"  # forced through the kernel
     assert paths["fusedloss"] == "tf-ops"  # 2000 elements: below the dispatch threshold
     assert (tmp_path / "smoke.md").read_text().count("| huber |") == 2
     assert (tmp_path / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The model.fit workloads, shrunk: every one ran both sides, fused at every size,
+    # and reports its per-round speed-ups with their spread.
+    fits = report.fit_results(data)
+    assert [fit["workload"] for fit in fits] == list(FIT_WORKLOADS_BY_KEY)
+    for fit in fits:
+        assert fit["smoke"] and fit["path"] == "fused" and fit["elements"] > 0, fit
+        assert fit["rounds"] == len(fit["ratios"]) == len(fit["fused_epochs_s"]) == len(fit["reference_epochs_s"]) >= 2
+        assert fit["speedup_min"] <= fit["speedup_q1"] <= fit["speedup"] <= fit["speedup_q3"] <= fit["speedup_max"]
+        assert fit["fused_step_s"] > 0 and fit["reference_step_s"] > 0
+        assert np.isclose(fit["fused_last_loss"], fit["reference_last_loss"], rtol=1e-3), fit
+    fit_table = (tmp_path / "smoke.md").read_text().split("model.fit step time", 1)[1]
+    for key in FIT_WORKLOADS_BY_KEY:
+        assert re.search(rf"^\| {key} \| .* \| fused \| 2 x 1 \| .*x \| [\d.]+-[\d.]+ \| [\d.]+-[\d.]+ \|$", fit_table, re.MULTILINE), fit_table
+    # The wait policy in model.fit: the smoke run's two settings, each in its own process.
+    fit_threads_table = (tmp_path / "smoke-fit-threads.md").read_text()
+    for setting in fit_threads.SETTINGS[:2]:
+        row = rf"^\| {re.escape(setting.label)} \| dense-regression \(fused\) \| \d+ \| default, default \| 2 x 1 x 1 \| "
+        assert re.search(row, fit_threads_table, re.MULTILINE), fit_threads_table
     # The threading layers, each in its own process: OpenMP and workqueue come with numba.
     threading = (tmp_path / "smoke-threading.md").read_text()
     for layer in ("omp", "workqueue"):
         assert re.search(rf"^\| {layer} \| \d+ \| 1e\+03 \| [\d.]+ µs \| [\d.]+ µs \|$", threading, re.MULTILINE), threading
+
+
+# ---------------------------------------------------------------------------------
+# The README's results: one command regenerates every file it links
+
+
+def test_docs_regenerates_every_result_file_the_readme_links():
+    from benchmarks import __main__ as main
+    from tests.test_readme import local_link_targets
+
+    commands = main.docs_commands(python="python")
+    assert all(command[-2:] == ["--output", str(main.DOCS_RESULTS)] for command in commands)
+    stems = {main.run_name(main.parse_arguments(command[3:-2])) for command in commands}
+    linked = [Path(p) for p in local_link_targets((ROOT / "README.md").read_text(encoding="utf-8"))]
+    results = [p for p in linked if p.parent == main.DOCS_RESULTS]
+    assert results, "the README links no results"
+    # <stem>.md / .png, and the tables written beside them: <stem>-threading.md, <stem>-fit-threads.md
+    names = {f"{stem}{table}{suffix}" for stem in stems for table in ("", "-threading", "-fit-threads") for suffix in (".md", ".png")}
+    produced = {p for p in results if p.name in names}
+    assert produced == set(results), sorted(map(str, set(results) - produced))
+
+
+def test_docs_takes_no_other_option():
+    from benchmarks import __main__ as main
+
+    with pytest.raises(SystemExit):
+        main.parse_arguments(["--docs", "--quick"])
+    assert main.parse_arguments(["--docs"]).docs
