@@ -18,7 +18,7 @@ def _signed(y_true):
     return fm.where(y_true == 0.0, -1.0, y_true)
 
 
-@elementwise_loss(name="fused_hinge", keras=keras.losses.Hinge)
+@elementwise_loss(keras_equivalent=keras.losses.Hinge, package="fusedloss")
 def Hinge(y_true, y_pred):
     """Hinge loss; a drop-in for ``keras.losses.Hinge``.
 
@@ -40,7 +40,7 @@ def Hinge(y_true, y_pred):
     return fm.maximum(1.0 - _signed(y_true) * y_pred, 0.0)
 
 
-@elementwise_loss(name="fused_squared_hinge", keras=keras.losses.SquaredHinge)
+@elementwise_loss(keras_equivalent=keras.losses.SquaredHinge, package="fusedloss")
 def SquaredHinge(y_true, y_pred):
     """Squared hinge loss; a drop-in for ``keras.losses.SquaredHinge``.
 

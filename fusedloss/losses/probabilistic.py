@@ -26,7 +26,7 @@ from ..define import elementwise_loss
 EPSILON = keras.config.epsilon()
 
 
-@elementwise_loss(name="fused_poisson", keras=keras.losses.Poisson)
+@elementwise_loss(keras_equivalent=keras.losses.Poisson, package="fusedloss")
 def Poisson(y_true, y_pred):
     """Poisson loss; a drop-in for ``keras.losses.Poisson``.
 
@@ -47,7 +47,7 @@ def Poisson(y_true, y_pred):
     return y_pred - y_true * fm.log(y_pred + EPSILON)
 
 
-@elementwise_loss(name="fused_kl_divergence", reduce="sum", keras=keras.losses.KLDivergence)
+@elementwise_loss(reduce="sum", keras_equivalent=keras.losses.KLDivergence, package="fusedloss")
 def KLDivergence(y_true, y_pred):
     """Kullback-Leibler divergence; a drop-in for ``keras.losses.KLDivergence``.
 
@@ -89,10 +89,10 @@ def _crossentropy_of_probabilities(z, p):
 
 
 @elementwise_loss(
-    name="fused_binary_crossentropy",
     static=("from_logits", "axis"),
     constraints=("0 <= label_smoothing <= 1", "axis == -1"),
-    keras=keras.losses.BinaryCrossentropy,
+    keras_equivalent=keras.losses.BinaryCrossentropy,
+    package="fusedloss",
 )
 def BinaryCrossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
     """Binary cross-entropy; a drop-in for ``keras.losses.BinaryCrossentropy``.
@@ -123,10 +123,10 @@ def BinaryCrossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, a
 
 
 @elementwise_loss(
-    name="fused_binary_focal_crossentropy",
     static=("apply_class_balancing", "from_logits", "axis"),
     constraints=("0 <= alpha <= 1", "gamma >= 0", "0 <= label_smoothing <= 1", "axis == -1"),
-    keras=keras.losses.BinaryFocalCrossentropy,
+    keras_equivalent=keras.losses.BinaryFocalCrossentropy,
+    package="fusedloss",
 )
 def BinaryFocalCrossentropy(
     y_true, y_pred, apply_class_balancing=False, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0, axis=-1

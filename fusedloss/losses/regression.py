@@ -21,7 +21,7 @@ EPSILON = keras.config.epsilon()
 EPSILON_FLOAT32 = float(np.float32(EPSILON))
 
 
-@elementwise_loss(name="fused_mean_squared_error", keras=keras.losses.MeanSquaredError)
+@elementwise_loss(keras_equivalent=keras.losses.MeanSquaredError, package="fusedloss")
 def MeanSquaredError(y_true, y_pred):
     """Mean squared error; a drop-in for ``keras.losses.MeanSquaredError``.
 
@@ -42,7 +42,7 @@ def MeanSquaredError(y_true, y_pred):
     return fm.square(y_true - y_pred)
 
 
-@elementwise_loss(name="fused_mean_absolute_error", keras=keras.losses.MeanAbsoluteError)
+@elementwise_loss(keras_equivalent=keras.losses.MeanAbsoluteError, package="fusedloss")
 def MeanAbsoluteError(y_true, y_pred):
     """Mean absolute error; a drop-in for ``keras.losses.MeanAbsoluteError``.
 
@@ -63,7 +63,7 @@ def MeanAbsoluteError(y_true, y_pred):
     return fm.abs(y_true - y_pred)
 
 
-@elementwise_loss(name="fused_mean_absolute_percentage_error", keras=keras.losses.MeanAbsolutePercentageError)
+@elementwise_loss(keras_equivalent=keras.losses.MeanAbsolutePercentageError, package="fusedloss")
 def MeanAbsolutePercentageError(y_true, y_pred):
     """Mean absolute percentage error; a drop-in for
     ``keras.losses.MeanAbsolutePercentageError``.
@@ -85,7 +85,7 @@ def MeanAbsolutePercentageError(y_true, y_pred):
     return 100.0 * fm.abs((y_true - y_pred) / fm.maximum(fm.abs(y_true), EPSILON))
 
 
-@elementwise_loss(name="fused_mean_squared_logarithmic_error", keras=keras.losses.MeanSquaredLogarithmicError)
+@elementwise_loss(keras_equivalent=keras.losses.MeanSquaredLogarithmicError, package="fusedloss")
 def MeanSquaredLogarithmicError(y_true, y_pred):
     """Mean squared logarithmic error; a drop-in for
     ``keras.losses.MeanSquaredLogarithmicError``.
@@ -110,7 +110,7 @@ def MeanSquaredLogarithmicError(y_true, y_pred):
     return fm.square(first_log - second_log)
 
 
-@elementwise_loss(name="fused_log_cosh", keras=keras.losses.LogCosh)
+@elementwise_loss(keras_equivalent=keras.losses.LogCosh, package="fusedloss")
 def LogCosh(y_true, y_pred):
     """Logarithm of the hyperbolic cosine of the error; a drop-in for
     ``keras.losses.LogCosh``.
@@ -133,7 +133,7 @@ def LogCosh(y_true, y_pred):
     return fm.log_cosh(y_pred - y_true)
 
 
-@elementwise_loss(name="fused_pseudo_huber", constraints=("delta > 0",), keras=None)
+@elementwise_loss(constraints=("delta > 0",), package="fusedloss")
 def PseudoHuber(y_true, y_pred, delta=1.0):
     """Pseudo-Huber loss: smooth everywhere, quadratic for small errors and linear, of
     slope ``delta``, for large ones. Keras has no equivalent.

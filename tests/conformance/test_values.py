@@ -1,0 +1,107 @@
+"""Values and gradients of every row against its float64 reference: both dtypes, odd
+shapes, an empty batch, upstream gradients other than 1 and every Keras reduction with
+``sample_weight``."""
+
+import numpy as np
+import pytest
+
+from .helpers import REDUCTIONS, assert_close, fused_loss, reference_loss, sample_weight_for, value_and_gradient
+from .table import ROWS, TOLERANCES, cases, inputs, skip_if_listed
+
+SHAPE = (5, 37)
+ODD_SHAPES = ((41, 401), (7,), (3, 5, 1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("row, variant", cases())
+def test_values_and_gradients_match_the_float64_reference(row, variant, dtype):
+    """With elements exactly on kinks, clip bounds and saturation points: the gradient
+    convention there is TensorFlow's autodiff of the reference's formula."""
+    skip_if_listed(row, "values")
+    (y_true, y_pred), (true64, pred64) = inputs(row, variant, SHAPE, dtype)
+    value, grad = value_and_gradient(fused_loss(row, variant, SHAPE, dtype), y_true, y_pred)
+    want_value, want_grad = value_and_gradient(reference_loss(row, variant, SHAPE), true64, pred64)
+    assert value.dtype == np.dtype(dtype) and grad.dtype == np.dtype(dtype)
+    tolerance = row.tolerance_for(dtype)
+    assert_close("loss", value, want_value, tolerance)
+    assert_close("gradient", grad, want_grad, tolerance)
+
+
+@pytest.mark.parametrize("shape", ODD_SHAPES, ids=str)
+@pytest.mark.parametrize("row, variant", cases(all_variants=False))
+def test_odd_shapes(row, variant, shape):
+    """Rows longer than the kernels' chunks of columns aside: a prime-sized matrix, one
+    sample of rank 1 and a trailing axis of 1."""
+    skip_if_listed(row, "odd_shapes")
+    (y_true, y_pred), (true64, pred64) = inputs(row, variant, shape, "float32")
+    value, grad = value_and_gradient(fused_loss(row, variant, shape, reduction="none"), y_true, y_pred)
+    want_value, want_grad = value_and_gradient(reference_loss(row, variant, shape, reduction="none"), true64, pred64)
+    assert value.shape == shape[:-1] and grad.shape == shape
+    assert_close("per-sample loss", value, want_value, row.tolerance_for("float32"))
+    assert_close("gradient", grad, want_grad, row.tolerance_for("float32"))
+
+
+@pytest.mark.parametrize("row, variant", cases(all_variants=False))
+def test_empty_batch(row, variant):
+    shape = (0, 4)
+    (y_true, y_pred), (true64, pred64) = inputs(row, variant, shape, "float64")
+    for reduction in ("sum_over_batch_size", "none"):
+        value, grad = value_and_gradient(fused_loss(row, variant, shape, "float64", reduction), y_true, y_pred)
+        want_value, _ = value_and_gradient(reference_loss(row, variant, shape, reduction), true64, pred64)
+        assert grad.shape == shape
+        np.testing.assert_array_equal(value, want_value, err_msg=reduction)
+
+
+@pytest.mark.parametrize("row, variant", cases(all_variants=False))
+def test_upstream_other_than_one(row, variant):
+    """``2 * loss(..., sample_weight)``: the saved gradient is rescaled, not returned."""
+    dtype = "float64"
+    (y_true, y_pred), (true64, pred64) = inputs(row, variant, SHAPE, dtype)
+    weights = sample_weight_for(SHAPE)
+    value, grad = value_and_gradient(fused_loss(row, variant, SHAPE, dtype), y_true, y_pred, weights, scale=2.0)
+    want_value, want_grad = value_and_gradient(reference_loss(row, variant, SHAPE), true64, pred64, weights, scale=2.0)
+    assert_close("loss", value, want_value, row.tolerance_for(dtype))
+    assert_close("gradient", grad, want_grad, row.tolerance_for(dtype))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS, ids=str)
+@pytest.mark.parametrize("row, variant", cases(all_variants=False))
+def test_every_reduction_with_sample_weight(row, variant, reduction):
+    dtype = "float64"
+    (y_true, y_pred), (true64, pred64) = inputs(row, variant, SHAPE, dtype)
+    weights = sample_weight_for(SHAPE)
+    loss = fused_loss(row, variant, SHAPE, dtype, reduction)
+    value, grad = value_and_gradient(loss, y_true, y_pred, weights, summed=True)
+    want_value, want_grad = value_and_gradient(
+        reference_loss(row, variant, SHAPE, reduction), true64, pred64, weights, summed=True
+    )
+    assert_close("loss", value, want_value, row.tolerance_for(dtype))
+    assert_close("gradient", grad, want_grad, row.tolerance_for(dtype))
+
+
+# NaN and infinities, one per row of the input so each lands in its own sample
+SPECIAL = (("y_pred", np.nan), ("y_pred", np.inf), ("y_pred", -np.inf), ("y_true", np.nan), ("y_true", np.inf))
+
+
+@pytest.mark.parametrize("row, variant", cases(all_variants=False))
+def test_nan_and_inf_give_what_the_reference_gives(row, variant):
+    skip_if_listed(row, "nan_inf")
+    shape = (len(SPECIAL) + 1, 6)
+    (y_true, y_pred), _ = inputs(row, variant, shape, "float64", ties=False)
+    arrays = {"y_true": y_true, "y_pred": y_pred}
+    for i, (which, value) in enumerate(SPECIAL):
+        arrays[which][i, 2] = value
+    got = value_and_gradient(fused_loss(row, variant, shape, "float64", "none"), y_true, y_pred)
+    want = value_and_gradient(reference_loss(row, variant, shape, "none"), y_true, y_pred)
+    assert_close("per-sample loss", got[0], want[0], TOLERANCES["float64"], equal_nan=True)
+    assert_close("gradient", got[1], want[1], TOLERANCES["float64"], equal_nan=True)
+
+
+def test_every_row_has_a_reference_and_inputs_in_its_domain():
+    """The table itself: references finite on the generated inputs (else the tests above
+    compare NaN with NaN)."""
+    for row in ROWS:
+        for variant in row.variants:
+            _, (true64, pred64) = inputs(row, variant, SHAPE, "float64")
+            value, grad = value_and_gradient(reference_loss(row, variant, SHAPE, "none"), true64, pred64)
+            assert np.isfinite(value).all() and np.isfinite(grad).all(), (row.name, variant.id)
