@@ -301,52 +301,8 @@ def dispatch(loss_name, y_true, y_pred, params, composite, reduced_axes=1, expec
 
 
 # ---------------------------------------------------------------------------------
-# Huber
-
-
-def _huber_composite(y_true, y_pred, delta):
-    """Huber with TensorFlow ops, for XLA: the same formula as ``kernels.math.huber``."""
-    error = y_pred - y_true
-    abs_error = tf.abs(error)
-    delta = tf.convert_to_tensor(delta, y_pred.dtype)  # tf.cast would round a Python float to float32 first
-    values = tf.where(abs_error <= delta, 0.5 * tf.square(error), delta * abs_error - 0.5 * delta * delta)
-    return tf.reduce_mean(values, axis=-1)
-
-
-def huber(y_true, y_pred, delta=1.0, *, expected_upstream="mean"):
-    """Per-sample Huber loss, computed with its gradient in one fused pass.
-
-    Formula (per element, ``e = y_pred - y_true``), then the mean over the last axis::
-
-        loss = 0.5 * e**2                     if |e| <= delta
-               delta * |e| - 0.5 * delta**2   otherwise
-
-    Args:
-        y_true: labels, any numeric dtype (cast to ``y_pred``'s), shape of ``y_pred``.
-        y_pred: predictions, float tensor of rank >= 1.
-        delta: where the loss turns from quadratic to linear; finite and > 0.
-        expected_upstream: ``"mean"`` (default) when the per-sample losses will be
-            averaged, as Keras's default reduction and ``tf.reduce_mean`` do, or
-            ``"ones"`` when they will be summed or differentiated as they are. The
-            forward writes the gradient for that upstream, so the backward pass has
-            nothing left to do; any other upstream still gets the right gradient, at
-            the cost of one more pass over it.
-
-    Example:
-        >>> fusedloss.huber([[0.0, 1.0]], [[0.5, 3.0]], delta=1.0)  # [(0.125 + 1.5) / 2]
-
-    Returns:
-        The loss per sample: a tensor of shape ``y_pred.shape[:-1]``, the same values
-        and gradients as ``keras.losses.huber``.
-    """
-    delta = check_parameter("delta", delta)
-    y_true, y_pred = prepare(y_true, y_pred)
-    composite = functools.partial(_huber_composite, delta=delta)
-    return dispatch("huber", y_true, y_pred, (delta,), composite, expected_upstream=expected_upstream)
-
-
-# ---------------------------------------------------------------------------------
-# Contrastive loss (TF Addons' convention: y_true = 1 for a similar pair)
+# Parameter checks of the hand-written losses (the elementwise ones state theirs in
+# their definitions)
 
 
 def _contrastive_values(y_true, distance, margin):
@@ -355,55 +311,10 @@ def _contrastive_values(y_true, distance, margin):
     return y_true * distance * distance + (1 - y_true) * tf.square(hinge)
 
 
-def _contrastive_composite(y_true, y_pred, margin):
-    return tf.reduce_mean(_contrastive_values(y_true, y_pred, margin), axis=-1)
-
-
 def check_margin(margin):
     """``margin`` as a float: finite and >= 0 (0 is allowed: dissimilar pairs at any
     distance >= 0 then cost nothing), else ``ValueError``."""
     return check_parameter("margin", margin, minimum=0.0, inclusive=True)
-
-
-def contrastive(y_true, y_pred, margin=1.0, *, expected_upstream="mean"):
-    """Per-sample contrastive loss of distances, fused with its gradient.
-
-    The convention of ``tfa.losses.contrastive_loss`` (TF Addons): ``y_pred`` is the
-    Euclidean distance ``d`` between the two embeddings of a pair and ``y_true = 1``
-    means the pair is *similar* (pulled together), ``y_true = 0`` *dissimilar*
-    (pushed at least ``margin`` apart). The keras.io Siamese example ("contrastive
-    loss") uses the opposite labels, 1 for dissimilar: with that example's labels,
-    pass ``1 - y_true``.
-
-    Formula (per element), then the mean over the last axis as for every Keras loss::
-
-        loss = y_true * d**2 + (1 - y_true) * max(margin - d, 0)**2
-
-    Distances are expected to be >= 0. A negative ``d`` is not rejected: the formula
-    is applied as written (``d**2`` for a similar pair, ``(margin - d)**2`` for a
-    dissimilar one), with its derivative. Labels between 0 and 1 weight the two terms
-    as written, too.
-
-    Args:
-        y_true: 1 for a similar pair, 0 for a dissimilar one; any numeric dtype (cast
-            to ``y_pred``'s), the shape of ``y_pred`` (``(batch,)`` labels meet
-            ``(batch, 1)`` distances, as in Keras).
-        y_pred: distances, float tensor of rank >= 1. Shape ``(batch, 1)`` gives one
-            loss per pair; a rank-1 ``(batch,)`` gives the mean over the batch, as
-            Keras losses average the last axis.
-        margin: finite and >= 0, else ``ValueError``.
-        expected_upstream: ``"mean"`` (default) or ``"ones"``, as for ``huber``.
-
-    Example:
-        >>> fusedloss.contrastive([[1.0], [0.0]], [[0.5], [0.25]], margin=1.0)  # [0.25, 0.5625]
-
-    Returns:
-        The loss per sample: shape ``y_pred.shape[:-1]``.
-    """
-    margin = check_margin(margin)
-    y_true, y_pred = prepare(y_true, y_pred)
-    composite = functools.partial(_contrastive_composite, margin=margin)
-    return dispatch("contrastive", y_true, y_pred, (margin,), composite, expected_upstream=expected_upstream)
 
 
 # ---------------------------------------------------------------------------------
@@ -502,102 +413,4 @@ def embedding_contrastive(y_true, pairs, margin=1.0, *, expected_upstream="mean"
     composite = functools.partial(_embedding_contrastive_composite, margin=margin)
     return dispatch(
         "embedding_contrastive", y_true, pairs, (margin,), composite, reduced_axes=2, expected_upstream=expected_upstream
-    )
-
-
-# ---------------------------------------------------------------------------------
-# Weighted sigmoid cross-entropy
-
-
-def check_pos_weight(pos_weight):
-    """``pos_weight`` as a float, or as a tuple of floats (one per class); raise
-    ``ValueError`` for anything else, a negative or non-finite weight included."""
-    try:
-        weights = np.asarray(pos_weight, np.float64)
-    except (TypeError, ValueError, NotImplementedError):  # NotImplementedError: a symbolic tensor
-        raise ValueError(f"pos_weight must be a number or a 1-D sequence of numbers, got {pos_weight!r}") from None
-    if weights.ndim == 0:
-        return check_parameter("pos_weight", pos_weight, minimum=0.0, inclusive=True)
-    if weights.ndim != 1 or weights.size == 0:
-        raise ValueError(f"pos_weight must be a number or a non-empty 1-D sequence of numbers, got shape {weights.shape}")
-    return tuple(check_parameter(f"pos_weight[{i}]", float(weight), minimum=0.0, inclusive=True) for i, weight in enumerate(weights))
-
-
-def check_label_smoothing(label_smoothing):
-    """``label_smoothing`` as a float in [0, 1], or ``ValueError`` naming it."""
-    number = check_parameter("label_smoothing", label_smoothing, minimum=0.0, inclusive=True)
-    if number > 1.0:
-        raise ValueError(f"label_smoothing must be finite and in [0, 1], got {label_smoothing!r}")
-    return number
-
-
-def _check_class_count(pos_weight, y_pred):
-    n_classes = y_pred.shape[-1]
-    if isinstance(pos_weight, tuple) and n_classes is not None and n_classes != len(pos_weight):
-        raise ValueError(
-            f"pos_weight must have one weight per class: y_pred has {n_classes} classes (its last axis), "
-            f"got {len(pos_weight)} weights"
-        )
-
-
-def _weighted_sigmoid_cross_entropy_composite(y_true, y_pred, pos_weight, label_smoothing):
-    """The weighted sigmoid cross-entropy with TensorFlow ops, for XLA and small inputs:
-    the formula of ``kernels.math.weighted_sigmoid_cross_entropy``, whose autodiff is
-    the analytic derivative (``softplus' = sigmoid``, smooth at 0).
-
-    With ``softplus(x) = softplus(-x) + x`` the two terms share one softplus:
-    ``l softplus(-x) + (1 - z) x``, as cheap as TensorFlow's own op. At ``x = -inf``
-    it is ``inf - inf``: NaN, as TensorFlow's formula gives there for labels in [0, 1].
-    """
-    dtype = y_pred.dtype
-    smoothing = tf.convert_to_tensor(label_smoothing, dtype)  # not tf.cast: via float32
-    z = y_true * (1.0 - smoothing) + 0.5 * smoothing
-    negative = 1.0 - z
-    weight = tf.constant(pos_weight, dtype) * z + negative
-    values = weight * tf.nn.softplus(-y_pred) + negative * y_pred
-    return tf.reduce_mean(values, axis=-1)
-
-
-def weighted_sigmoid_cross_entropy(y_true, y_pred, pos_weight=1.0, label_smoothing=0.0, *, expected_upstream="mean"):
-    """Per-sample weighted sigmoid cross-entropy with logits, computed with its gradient
-    in one fused pass.
-
-    Formula (per element, ``x = y_pred``, ``q = pos_weight``, ``s = label_smoothing``,
-    ``z = y_true (1 - s) + s / 2``, ``l = 1 + (q - 1) z``), then the mean over the last
-    axis::
-
-        loss = (1 - z) x + l (log(1 + exp(-|x|)) + max(-x, 0))
-        d loss / dx = (1 - z) - l sigmoid(-x)
-
-    the value of ``tf.nn.weighted_cross_entropy_with_logits(z, x, q)``, computed in a
-    form where nothing overflows and large terms do not cancel.
-
-    Args:
-        y_true: labels in [0, 1], any numeric dtype (cast to ``y_pred``'s), shape of
-            ``y_pred``.
-        y_pred: logits, float tensor of rank >= 1.
-        pos_weight: weight of the positive term: a number >= 0, or a sequence of them
-            with one weight per class (the last axis).
-        label_smoothing: in [0, 1]; labels are pulled towards 0.5 as in
-            ``keras.losses.BinaryCrossentropy``.
-        expected_upstream: ``"mean"`` (default) or ``"ones"``, as for ``huber``.
-
-    Example:
-        >>> fusedloss.weighted_sigmoid_cross_entropy([[1.0, 0.0]], [[2.0, -1.0]], pos_weight=3.0)
-
-    Returns:
-        The loss per sample: a tensor of shape ``y_pred.shape[:-1]``, differentiable
-        with respect to ``y_pred`` with the analytic derivative above.
-    """
-    pos_weight = check_pos_weight(pos_weight)
-    label_smoothing = check_label_smoothing(label_smoothing)
-    y_true, y_pred = prepare(y_true, y_pred)
-    _check_class_count(pos_weight, y_pred)
-    kernel_weight = np.asarray(pos_weight, np.float64) if isinstance(pos_weight, tuple) else pos_weight
-    composite = functools.partial(
-        _weighted_sigmoid_cross_entropy_composite, pos_weight=pos_weight, label_smoothing=label_smoothing
-    )
-    params = (kernel_weight, label_smoothing)
-    return dispatch(
-        "weighted_sigmoid_cross_entropy", y_true, y_pred, params, composite, expected_upstream=expected_upstream
     )

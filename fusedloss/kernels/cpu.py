@@ -5,15 +5,21 @@ so every loss shares the same loop, chunking and reduction order. The launchers
 below have the same signatures as the CUDA ones in ``cuda.py``.
 """
 
+import functools
+import importlib.util
+import inspect
 import os
+import sys
+import tempfile
 
 import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload, register_jitable
 
+from . import generate, primitives, registry
 from . import math as scalar_math
-from .layout import check_output, pair_layout, per_class_parameter, row_layout
+from .layout import check_output, kernel_parameters, pair_layout, row_layout
 
 # numba picks its threading layer at the first parallel launch, preferring TBB. OpenMP
 # launches a parallel loop in ~3 us on these machines, the workqueue layer in 100-160 us
@@ -35,60 +41,55 @@ COLUMNS_PER_TASK = 16384
 register_jitable(scalar_math._like)
 
 
-def _row_kernel(elementwise):
-    """Compile ``elementwise(label, prediction, column, params) -> (value, slope)`` into
-    ``kernel(y_true, y_pred, params, inv_n, grad_factor, loss_out, grad_out)`` over 2-D
-    arrays.
+def _rows_template(y_true, y_pred, params, inv_n, grad_factor, loss_out, grad_out):
+    """The row kernel every elementwise loss compiles (``element_module``), over 2-D arrays.
 
-    ``loss_out[r] = inv_n * sum_c value[r, c]`` and ``grad_out[r, c] = grad_factor *
-    slope[r, c]`` (``inv_n`` times the launcher's ``grad_scale``). ``grad_out=None``
-    compiles a loss-only kernel that never touches gradient memory.
+    Never called itself: ``element_module`` writes its source into a module with the
+    loss's ``_element(label, prediction, column, params) -> (value, slope)`` beside it
+    (inlined), which numba compiles and caches. ``loss_out[r] = inv_n * sum_c
+    value[r, c]`` and ``grad_out[r, c] = grad_factor * slope[r, c]`` (``inv_n`` times
+    the launcher's ``grad_scale``). ``grad_out=None`` compiles a loss-only kernel that
+    never touches gradient memory.
     """
-    element = njit(inline="always", fastmath=FASTMATH)(elementwise)
-
-    @njit(parallel=True, fastmath=FASTMATH, error_model="numpy")
-    def kernel(y_true, y_pred, params, inv_n, grad_factor, loss_out, grad_out):
-        n_rows, n_columns = y_pred.shape
-        zero = inv_n - inv_n  # 0 in the arrays' dtype, so sums stay in that dtype
-        n_chunks = (n_columns + COLUMNS_PER_TASK - 1) // COLUMNS_PER_TASK
-        if n_columns == 1:
-            # (batch, 1), the usual shape of a Keras target: one loop over every element,
-            # which LLVM vectorises (it cannot vectorise the row loop below). The mean
-            # of one value is the value: inv_n is 1.
-            for row in prange(n_rows):
-                value, slope = element(y_true[row, 0], y_pred[row, 0], 0, params)
-                loss_out[row] = value
+    n_rows, n_columns = y_pred.shape
+    zero = inv_n - inv_n  # 0 in the arrays' dtype, so sums stay in that dtype
+    n_chunks = (n_columns + COLUMNS_PER_TASK - 1) // COLUMNS_PER_TASK
+    if n_columns == 1:
+        # (batch, 1), the usual shape of a Keras target: one loop over every element,
+        # which LLVM vectorises (it cannot vectorise the row loop below). The mean
+        # of one value is the value: inv_n is 1.
+        for row in prange(n_rows):
+            value, slope = _element(y_true[row, 0], y_pred[row, 0], 0, params)  # noqa: F821 - see above
+            loss_out[row] = value * inv_n
+            if grad_out is not None:
+                grad_out[row, 0] = slope * grad_factor
+    elif n_chunks <= 1:
+        for row in prange(n_rows):
+            total = zero
+            for column in range(n_columns):
+                value, slope = _element(y_true[row, column], y_pred[row, column], column, params)  # noqa: F821
+                total += value
                 if grad_out is not None:
-                    grad_out[row, 0] = slope * grad_factor
-        elif n_chunks <= 1:
-            for row in prange(n_rows):
-                total = zero
-                for column in range(n_columns):
-                    value, slope = element(y_true[row, column], y_pred[row, column], column, params)
-                    total += value
-                    if grad_out is not None:
-                        grad_out[row, column] = slope * grad_factor
-                loss_out[row] = total * inv_n
-        else:
-            partial = np.empty(n_rows * n_chunks, dtype=loss_out.dtype)
-            for task in prange(n_rows * n_chunks):
-                row = task // n_chunks
-                first = (task % n_chunks) * COLUMNS_PER_TASK
-                last = min(first + COLUMNS_PER_TASK, n_columns)
-                total = zero
-                for column in range(first, last):
-                    value, slope = element(y_true[row, column], y_pred[row, column], column, params)
-                    total += value
-                    if grad_out is not None:
-                        grad_out[row, column] = slope * grad_factor
-                partial[task] = total
-            for row in prange(n_rows):
-                total = zero
-                for chunk in range(n_chunks):
-                    total += partial[row * n_chunks + chunk]
-                loss_out[row] = total * inv_n
-
-    return kernel
+                    grad_out[row, column] = slope * grad_factor
+            loss_out[row] = total * inv_n
+    else:
+        partial = np.empty(n_rows * n_chunks, dtype=loss_out.dtype)
+        for task in prange(n_rows * n_chunks):
+            row = task // n_chunks
+            first = (task % n_chunks) * COLUMNS_PER_TASK
+            last = min(first + COLUMNS_PER_TASK, n_columns)
+            total = zero
+            for column in range(first, last):
+                value, slope = _element(y_true[row, column], y_pred[row, column], column, params)  # noqa: F821
+                total += value
+                if grad_out is not None:
+                    grad_out[row, column] = slope * grad_factor
+            partial[task] = total
+        for row in prange(n_rows):
+            total = zero
+            for chunk in range(n_chunks):
+                total += partial[row * n_chunks + chunk]
+            loss_out[row] = total * inv_n
 
 
 def _outputs(loss_out, loss_shape, with_grad, grad_out, grad_shape, dtype):
@@ -105,23 +106,24 @@ def _outputs(loss_out, loss_shape, with_grad, grad_out, grad_shape, dtype):
     return loss_out, grad_out
 
 
-def run_rows(kernel, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale=1.0):
+def run_rows(kernel, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale=1.0, reduce="mean"):
     """Validate, allocate what the caller did not supply, and run a row kernel.
 
     Returns ``(loss, grad)`` shaped like the inputs' leading axes and like the inputs;
     ``grad`` is None when ``with_grad`` is False. Inputs are only read; non-contiguous
     inputs are copied to contiguous ones first. The gradient is multiplied by
-    ``grad_scale`` as it is written (see ``huber``).
+    ``grad_scale`` as it is written. ``reduce``: a row's loss is the "mean" or the
+    "sum" of its values.
     """
     loss_shape, n_rows, n_columns = row_layout(y_true, y_pred)
     dtype = y_pred.dtype
     loss_out, grad_out = _outputs(loss_out, loss_shape, with_grad, grad_out, y_pred.shape, dtype)
     if n_columns == 0:
-        # The mean of nothing is NaN, as in Keras; there is no gradient to write.
-        loss_out[...] = np.nan
+        # The mean of nothing is NaN, as in Keras, the sum 0; there is no gradient to write.
+        loss_out[...] = np.nan if reduce == "mean" else 0
         return loss_out, grad_out
     rows = (n_rows, n_columns)
-    inv_n = dtype.type(1.0 / n_columns)
+    inv_n = dtype.type(1.0 / n_columns) if reduce == "mean" else dtype.type(1.0)
     kernel(
         np.ascontiguousarray(y_true).reshape(rows),
         np.ascontiguousarray(y_pred).reshape(rows),
@@ -134,31 +136,111 @@ def run_rows(kernel, y_true, y_pred, params, with_grad, loss_out, grad_out, grad
     return loss_out, grad_out
 
 
-_huber_rows = _row_kernel(scalar_math.huber)
+# ---------------------------------------------------------------------------------
+# Row kernels of the registered elementwise losses, compiled from generated modules
+# so that numba can cache them across processes.
 
 
-def huber(y_true, y_pred, delta=1.0, *, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0):
-    """Per-row Huber loss (mean over the last axis) and its gradient w.r.t. ``y_pred``.
+def cache_folder():
+    """Where generated kernel modules (and numba's cache of them) are written:
+    ``FUSEDLOSS_CACHE_DIR``, else ``$XDG_CACHE_HOME/fusedloss`` (``~/.cache/fusedloss``);
+    a fresh temporary folder when that is not writable (nothing is then cached)."""
+    folder = os.environ.get("FUSEDLOSS_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fusedloss"
+    )
+    folder = os.path.join(folder, "kernels")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, delete=True)
+        probe.close()
+        return folder
+    except OSError:
+        return _temporary_folder()
 
-    ``y_true`` and ``y_pred``: float32 or float64 arrays of one shape, rank >= 1.
-    ``loss_out``/``grad_out``: optional C-contiguous buffers to write into.
-    ``grad_scale``: the gradient is written already multiplied by it (the bridge passes
-    the upstream gradient it expects, so that its backward pass has nothing to do).
-    Returns ``(loss, grad)``; ``grad`` is None when ``with_grad`` is False.
-    """
-    params = (y_pred.dtype.type(delta),)
-    return run_rows(_huber_rows, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale)
+
+@functools.lru_cache(maxsize=None)
+def _temporary_folder():
+    return tempfile.mkdtemp(prefix="fusedloss-kernels-")
 
 
-_contrastive_rows = _row_kernel(scalar_math.contrastive)
+_MODULE_TEMPLATE = """\
+# Generated by fusedloss for the loss {name!r}: its element function and the CPU row
+# kernel (fusedloss.kernels.cpu._rows_template). Do not edit: the file name is a hash
+# of everything it is made from, so a change anywhere gives a new file.
+import numpy as np
+from numba import njit, prange
+
+from fusedloss.kernels.cpu import COLUMNS_PER_TASK, FASTMATH
+from fusedloss.kernels.math import _class_weight, _like
+from fusedloss.kernels.primitives import {primitives}
+
+{element}
+_element = njit(inline="always", fastmath=FASTMATH)(element)
 
 
-def contrastive(y_true, y_pred, margin=1.0, *, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0):
-    """Per-row contrastive loss of distances (mean over the last axis) and its gradient
-    w.r.t. the distances ``y_pred``; ``y_true = 1`` marks a similar pair. Same contract
-    as ``huber``."""
-    params = (y_pred.dtype.type(margin),)
-    return run_rows(_contrastive_rows, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale)
+@njit(parallel=True, fastmath=FASTMATH, error_model="numpy", cache=True)
+{rows}"""
+
+
+def _kernel_sources():
+    """The text of every module a generated kernel is compiled with."""
+    folder = os.path.dirname(os.path.abspath(__file__))
+    return [open(os.path.join(folder, name), encoding="utf-8").read() for name in sorted(os.listdir(folder)) if name.endswith(".py")]
+
+
+@functools.lru_cache(maxsize=None)
+def element_module(name):
+    """The generated module of the registered loss ``name``: ``element`` (plain Python,
+    what the CUDA kernels compile) and ``rows``, its CPU row kernel. Written once into
+    ``cache_folder()`` under a hash of its text, of the kernel modules' sources, and of
+    numba's and Python's versions: numba's cache (``cache=True``) does not notice a
+    change in a function the kernel calls, or in fastmath flags; a new file name does."""
+    spec = registry.SPECS[name]
+    rows_source = inspect.getsource(_rows_template).replace("def _rows_template(", "def rows(", 1)
+    text = _MODULE_TEMPLATE.format(
+        name=name, primitives=", ".join(primitives.PRIMITIVE_NAMES), element=spec.element_source, rows=rows_source
+    )
+    key = generate.digest(text, *_kernel_sources(), numba.__version__, sys.version)
+    safe = "".join(c if c.isalnum() else "_" for c in name)
+    module_name = f"_fusedloss_{safe}_{key}"
+    path = os.path.join(cache_folder(), module_name + ".py")
+    if not os.path.exists(path):
+        temporary = f"{path}.{os.getpid()}.tmp"
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)  # atomic: a concurrent process sees all or nothing
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[module_name] = module
+    loader_spec.loader.exec_module(module)
+    return module
+
+
+@functools.lru_cache(maxsize=None)
+def launcher(name):
+    """``launcher(y_true, y_pred, *params, with_grad=True, loss_out=None, grad_out=None,
+    grad_scale=1.0)`` of the registered loss ``name``: per-row loss (mean or sum over
+    the last axis) and gradient w.r.t. ``y_pred``, into the given buffers if any.
+    Parameters by position or name (``registry.KernelSpec.parameters``); per-class
+    ones as a number or one value per class."""
+    spec = registry.SPECS[name]
+
+    def launch(y_true, y_pred, *params, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0, **named):
+        values = registry.bind(spec, params, named)
+        kernel_params = kernel_parameters(spec, values, y_pred)
+        rows = element_module(name).rows
+        return run_rows(rows, y_true, y_pred, kernel_params, with_grad, loss_out, grad_out, grad_scale, spec.reduce)
+
+    launch.__name__ = launch.__qualname__ = name
+    launch.__doc__ = f"CPU launcher of the fused loss {name!r}; see ``cpu.launcher``."
+    return launch
+
+
+def __getattr__(name):
+    # cpu.<name> for every registered loss, as the bridge looks launchers up by name.
+    if name in registry.SPECS:
+        return launcher(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------
@@ -273,21 +355,23 @@ def scale_rows(factors, grad, out=None):
 
 
 # ---------------------------------------------------------------------------------
-# Weighted sigmoid cross-entropy
+# What element functions call, compiled for the CPU.
 
-# The element functions call these helpers by name; numba needs to know how to compile
-# them. The float32 approximations get "contract" only: their error analysis rests on
-# the rounding of each operation (Fast2Sum, the split ln 2), which "reassoc" would
-# let LLVM rearrange.
-for _helper in (scalar_math._exp, scalar_math._log1p_unit):
-    register_jitable(_helper)
-for _approximation in (
+# The hand-written ones' helpers, and the primitives of generated ones. All get
+# "contract" only: the float32 approximations' error analysis rests on the rounding of
+# each operation (Fast2Sum, the split ln 2, rounding by a shifter), which "reassoc"
+# would let LLVM rearrange. LLVM still inlines them into the row loop and vectorises it.
+for _helper in (
+    scalar_math._exp,
+    scalar_math._log1p_unit,
     scalar_math.exp_float32,
     scalar_math.log1p_float32,
     scalar_math.log1p_unit_float32,
     scalar_math._log_float32,
+    *primitives.PRIMITIVES.values(),
+    *primitives.HELPERS,
 ):
-    register_jitable(fastmath={"contract"})(_approximation)
+    register_jitable(fastmath={"contract"})(_helper)
 
 
 @overload(scalar_math._class_weight, inline="always")
@@ -295,24 +379,3 @@ def _class_weight(weights, column):
     if isinstance(weights, types.Array):
         return lambda weights, column: weights[column]
     return lambda weights, column: weights
-
-
-# One kernel; numba compiles it once for a scalar pos_weight and once for an array.
-_weighted_sigmoid_cross_entropy_rows = _row_kernel(scalar_math.weighted_sigmoid_cross_entropy)
-
-
-def weighted_sigmoid_cross_entropy(
-    y_true, y_pred, pos_weight=1.0, label_smoothing=0.0, *, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0
-):
-    """Per-row weighted sigmoid cross-entropy with logits (mean over the last axis) and
-    its gradient w.r.t. the logits ``y_pred``.
-
-    ``pos_weight``: a scalar, or one weight per class (the last axis). The float32
-    kernel uses the vectorisable ``exp``/``log1p`` of ``math.py`` (relative error
-    below 1e-7 each); the float64 one libm's. Otherwise the contract of ``huber``.
-    """
-    pos_weight = per_class_parameter("pos_weight", pos_weight, y_pred)
-    params = (pos_weight, y_pred.dtype.type(label_smoothing))
-    return run_rows(
-        _weighted_sigmoid_cross_entropy_rows, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale
-    )

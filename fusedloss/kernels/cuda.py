@@ -26,6 +26,7 @@ anything with ``__cuda_array_interface__``: CuPy, PyTorch), which stay on the de
 
 
 import contextlib
+import functools
 import types
 from typing import NamedTuple
 
@@ -37,7 +38,8 @@ from numba.cuda.extending import overload, register_jitable
 from numba.cuda.extending import types as numba_types
 
 from . import math as scalar_math
-from .layout import check_output, pair_layout, per_class_parameter, row_layout
+from . import primitives, registry
+from .layout import check_output, kernel_parameters, pair_layout, row_layout
 
 # Threads per block: a power of two, at most MAX_THREADS_PER_BLOCK (the size of the
 # shared reduction buffer). Tests under the simulator lower it; each simulated thread
@@ -204,7 +206,7 @@ def _results(on_host, *outputs):
     )
 
 
-def run_rows(kernels, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale=1.0):
+def run_rows(kernels, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale=1.0, reduce="mean"):
     """Validate, move host inputs to the device, launch, and return ``(loss, grad)``.
 
     Host inputs give host outputs; device inputs give device outputs, written into
@@ -219,15 +221,15 @@ def run_rows(kernels, y_true, y_pred, params, with_grad, loss_out, grad_out, gra
     loss_device = _output_buffer("loss_out", loss_out, loss_shape, dtype, on_host)
     grad_device = _output_buffer("grad_out", grad_out, tuple(y_pred.shape), dtype, on_host) if with_grad else None
     if n_columns == 0:
-        # The mean of nothing is NaN, as in Keras; there is no gradient to write.
-        loss_device.copy_to_device(np.full(loss_shape, np.nan, dtype))
+        # The mean of nothing is NaN, as in Keras, the sum 0; there is no gradient to write.
+        loss_device.copy_to_device(np.full(loss_shape, np.nan if reduce == "mean" else 0, dtype))
     elif n_rows > 0:
         rows = (n_rows, n_columns)
         shape = launch_shape(n_rows, n_columns)
         loss_rows = loss_device.reshape(n_rows)
         sums = loss_rows if shape.chunks_per_row == 1 else cuda.device_array(n_rows * shape.chunks_per_row, dtype)
         kernel = kernels[0] if with_grad else kernels[1]
-        inv_n = dtype.type(1.0 / n_columns)
+        inv_n = dtype.type(1.0 / n_columns) if reduce == "mean" else dtype.type(1.0)
         kernel[shape.blocks, THREADS_PER_BLOCK](
             _as_device(y_true).reshape(rows),
             _as_device(y_pred).reshape(rows),
@@ -254,13 +256,39 @@ def _kernels(elementwise):
     return _row_kernel(element, with_grad=True), _row_kernel(element, with_grad=False)
 
 
-_huber_kernels = _kernels(scalar_math.huber)
+@functools.lru_cache(maxsize=None)
+def _registered_kernels(name):
+    """The ``(with_grad, loss_only)`` kernels of the registered loss ``name``, from the
+    element function of its generated module (``cpu.element_module``)."""
+    from . import cpu
+
+    return _kernels(cpu.element_module(name).element)
 
 
-def huber(y_true, y_pred, delta=1.0, *, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0):
-    """Per-row Huber loss and gradient on the GPU; see ``cpu.huber`` for the contract."""
-    params = (np.dtype(y_pred.dtype).type(delta),)
-    return run_rows(_huber_kernels, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale)
+@functools.lru_cache(maxsize=None)
+def launcher(name):
+    """The GPU launcher of the registered loss ``name``; the contract of ``cpu.launcher``."""
+    spec = registry.SPECS[name]
+
+    def launch(y_true, y_pred, *params, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0, **named):
+        values = registry.bind(spec, params, named)
+        kernel_params = tuple(
+            cuda.to_device(value) if isinstance(value, np.ndarray) else value
+            for value in kernel_parameters(spec, values, y_pred)
+        )
+        return run_rows(
+            _registered_kernels(name), y_true, y_pred, kernel_params, with_grad, loss_out, grad_out, grad_scale, spec.reduce
+        )
+
+    launch.__name__ = launch.__qualname__ = name
+    return launch
+
+
+def __getattr__(name):
+    # cuda.<name> for every registered loss, as the bridge looks launchers up by name.
+    if name in registry.SPECS:
+        return launcher(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _example_arguments(dtype, params, with_grad):
@@ -274,8 +302,23 @@ def _row_example_arguments(make_params):
 
 
 # name -> (kernels, (dtype, with_grad) -> example arguments): what compile_all_ptx
-# compiles. Each loss registers its kernels below its launcher.
-PTX_KERNELS = {"huber": (_huber_kernels, _row_example_arguments(lambda dtype: (dtype.type(1.0),)))}
+# compiles besides the registered elementwise losses. Each hand-written kernel
+# registers itself below its launcher.
+PTX_KERNELS = {}
+
+
+def _registered_ptx_kernels():
+    """PTX_KERNELS rows for every registered elementwise loss (per-class parameters
+    compiled both as a number and as an array)."""
+    rows = {}
+    for name, spec in registry.SPECS.items():
+        variants = {name: ()} if not spec.per_class else {name: (), f"{name}[per-class]": spec.per_class}
+        for variant, arrays in variants.items():
+            def make(dtype, spec=spec, arrays=arrays):
+                return tuple(np.ones(3, dtype) if i in arrays else dtype.type(d) for i, d in enumerate(spec.defaults))
+
+            rows[variant] = (_registered_kernels(name), _row_example_arguments(make))
+    return rows
 
 
 def compile_all_ptx(cc=(8, 0), names=None):
@@ -288,7 +331,7 @@ def compile_all_ptx(cc=(8, 0), names=None):
     """
     compiled = {}
     with _device_functions_compiled_for(cc):
-        for name, (kernels, make_arguments) in PTX_KERNELS.items():
+        for name, (kernels, make_arguments) in {**_registered_ptx_kernels(), **PTX_KERNELS}.items():
             if names is not None and name not in names:
                 continue
             for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -319,19 +362,6 @@ def _device_functions_compiled_for(cc):
         yield
     finally:
         dispatcher.get_current_device = real
-
-
-# ---------------------------------------------------------------------------------
-# Contrastive loss of distances: the row kernel.
-
-_contrastive_kernels = _kernels(scalar_math.contrastive)
-PTX_KERNELS["contrastive"] = (_contrastive_kernels, _row_example_arguments(lambda dtype: (dtype.type(1.0),)))
-
-
-def contrastive(y_true, y_pred, margin=1.0, *, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0):
-    """Per-row contrastive loss of distances on the GPU; see ``cpu.contrastive``."""
-    params = (np.dtype(y_pred.dtype).type(margin),)
-    return run_rows(_contrastive_kernels, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale)
 
 
 # ---------------------------------------------------------------------------------
@@ -445,14 +475,15 @@ def embedding_contrastive(y_true, pairs, margin=1.0, *, with_grad=True, loss_out
 
 
 # ---------------------------------------------------------------------------------
-# Weighted sigmoid cross-entropy
+# What element functions call, compiled for the GPU.
 
-# The element function calls these helpers by name. The float32 exp/log1p
-# approximations are kept on the GPU too, rather than libdevice's expf/log1pf: the
-# kernel is memory-bound there, so their few extra FMAs cost nothing; they are more
-# accurate than libdevice's documented 2 ulp; and the simulator then runs exactly the
-# math the GPU runs, and CPU and GPU agree to rounding.
+# The float32 approximations are kept on the GPU too, rather than libdevice's
+# expf/log1pf: the kernels are memory-bound there, so their few extra FMAs cost
+# nothing; they are more accurate than libdevice's documented 2 ulp; and the simulator
+# then runs exactly the math the GPU runs, and CPU and GPU agree to rounding.
 for _helper in (
+    *primitives.PRIMITIVES.values(),
+    *primitives.HELPERS,
     scalar_math._exp,
     scalar_math._log1p_unit,
     scalar_math.exp_float32,
@@ -470,37 +501,9 @@ def _class_weight(weights, column):
     return lambda weights, column: weights
 
 
-_weighted_sigmoid_cross_entropy_kernels = _kernels(scalar_math.weighted_sigmoid_cross_entropy)
-PTX_KERNELS["weighted_sigmoid_cross_entropy"] = (
-    _weighted_sigmoid_cross_entropy_kernels,
-    _row_example_arguments(lambda dtype: (dtype.type(2.0), dtype.type(0.1))),
-)
-PTX_KERNELS["weighted_sigmoid_cross_entropy[per-class]"] = (
-    _weighted_sigmoid_cross_entropy_kernels,
-    _row_example_arguments(lambda dtype: (np.ones(3, dtype), dtype.type(0.1))),
-)
-
-
-def weighted_sigmoid_cross_entropy(
-    y_true, y_pred, pos_weight=1.0, label_smoothing=0.0, *, with_grad=True, loss_out=None, grad_out=None, grad_scale=1.0
-):
-    """Per-row weighted sigmoid cross-entropy and gradient on the GPU; see
-    ``cpu.weighted_sigmoid_cross_entropy`` for the contract."""
-    dtype = np.dtype(y_pred.dtype)
-    pos_weight = per_class_parameter("pos_weight", pos_weight, y_pred)
-    if pos_weight.ndim:
-        pos_weight = cuda.to_device(pos_weight)
-    params = (pos_weight, dtype.type(label_smoothing))
-    return run_rows(
-        _weighted_sigmoid_cross_entropy_kernels, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale
-    )
-
-
 __all__ = [
-    "huber",
-    "contrastive",
     "embedding_contrastive",
-    "weighted_sigmoid_cross_entropy",
+    "launcher",
     "compile_all_ptx",
     "launch_shape",
     "LaunchShape",

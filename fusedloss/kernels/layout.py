@@ -100,3 +100,14 @@ def grad_scale(expected_upstream, n_losses, dtype):
     if expected_upstream == "ones" or n_losses == 0:
         return dtype.type(1)
     return dtype.type(1) / dtype.type(n_losses)
+
+
+def kernel_parameters(spec, values, y_pred):
+    """A registered loss's parameter values as its kernel takes them: a tuple of
+    numbers in ``y_pred``'s dtype, per-class ones (``spec.per_class``) as a number or a
+    1-D array (see ``per_class_parameter``)."""
+    dtype = np.dtype(y_pred.dtype)
+    return tuple(
+        per_class_parameter(name, value, y_pred) if index in spec.per_class else dtype.type(value)
+        for index, (name, value) in enumerate(zip(spec.parameters, values))
+    )

@@ -21,8 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 import fusedloss
-from fusedloss import math as fm
-from fusedloss.define import elementwise_loss
+import fusedloss as fl
 
 EPSILON = keras.config.epsilon()
 
@@ -105,10 +104,10 @@ def formula_reference(element, reduce="mean"):
 # The example user-defined loss (the issue's), defined here as a user would
 
 
-@elementwise_loss
+@fl.elementwise_loss
 def ProfitCost(y_true, y_pred, cost=1.0, profit=99.0):
     """Over-prediction costs ``cost`` per unit, under-prediction loses ``profit``."""
-    return fm.where(y_pred > y_true, cost * (y_pred - y_true), profit * (y_true - y_pred))
+    return fl.math.where(y_pred > y_true, cost * (y_pred - y_true), profit * (y_true - y_pred))
 
 
 def _profit_cost(y_true, y_pred, cost=1.0, profit=99.0):

@@ -1,0 +1,201 @@
+"""The scalar functions generated kernels call: one per ``fusedloss.math`` function.
+
+Each takes float32 or float64 scalars and is compiled for both targets (``cpu.py``
+and ``cuda.py`` register them). Float64 uses libm (``math.*``). Float32 uses call-free
+approximations, so a float32 loop over them vectorises on the CPU (llvmlite has no
+vector math library; one libm call in a loop stops LLVM from vectorising it): the
+``exp``/``log1p`` of ``math.py`` and the ``log``/``expm1`` below, whose errors
+``scripts/measure_approximation_error.py`` measures over every float32 input.
+"""
+
+import math
+
+import numpy as np
+
+from .math import _like, _log_float32, exp_float32, log1p_float32, log1p_unit_float32
+
+_F32_ZERO = np.float32(0.0)
+_F32_ONE = np.float32(1.0)
+_F32_TWO = np.float32(2.0)
+_F32_INF = np.float32(np.inf)
+_F32_NAN = np.float32(np.nan)
+_F32_SMALLEST_NORMAL = np.float32(2.0**-126)
+_F32_TWO_23 = np.float32(2.0**23)
+_F32_23_LN2 = np.float32(23.0 * math.log(2.0))
+_ROUNDING_SHIFTER = np.float32(12582912.0)
+# Below this |x|, expm1 is its Taylor polynomial (degree 8: truncation < 2.1e-10 relative).
+_F32_EXPM1_SERIES = np.float32(0.34657359)
+_EXPM1_C = tuple(np.float32(1.0 / math.factorial(k)) for k in range(2, 9))
+
+
+def log_float32(y):
+    """``log(y)`` for a float32 ``y`` without calls: ``math._log_float32`` for normal
+    numbers (subnormals scaled by 2^23 first), ``-inf`` at 0, ``inf`` at ``inf``, NaN
+    below 0 and for NaN. Error: see ``scripts/measure_approximation_error.py``."""
+    tiny = y < _F32_SMALLEST_NORMAL
+    scaled = y * _F32_TWO_23 if tiny else y
+    result = _log_float32(scaled, _F32_ZERO)
+    if tiny:
+        result = result - _F32_23_LN2
+    if y == _F32_ZERO:
+        result = -_F32_INF
+    if y == _F32_INF:
+        result = _F32_INF
+    if not y >= _F32_ZERO:  # y < 0, or NaN
+        result = _F32_NAN
+    return result
+
+
+def expm1_float32(x):
+    """``exp(x) - 1`` for a float32 ``x`` without calls: the Taylor polynomial for
+    ``|x| < ln(2) / 2`` (no cancellation), ``exp_float32(x) - 1`` beyond, where the
+    subtraction loses at most a bit or so."""
+    series = _EXPM1_C[5] + x * _EXPM1_C[6]
+    series = _EXPM1_C[2] + x * (_EXPM1_C[3] + x * (_EXPM1_C[4] + x * series))
+    series = x + x * x * (_EXPM1_C[0] + x * (_EXPM1_C[1] + x * series))
+    far = exp_float32(x) - _F32_ONE
+    return series if abs(x) < _F32_EXPM1_SERIES else far
+
+
+def _exp(x):
+    if isinstance(x, np.float32):
+        return exp_float32(x)
+    return math.exp(x)
+
+
+def _log(x):
+    if isinstance(x, np.float32):
+        return log_float32(x)
+    return math.log(x) if x > 0 else (-math.inf if x == 0 else math.nan)
+
+
+def _log1p(x):
+    if isinstance(x, np.float32):
+        return log1p_float32(x)
+    return math.log1p(x) if x > -1 else (-math.inf if x == -1 else math.nan)
+
+
+def _expm1(x):
+    if isinstance(x, np.float32):
+        return expm1_float32(x)
+    return math.expm1(x)
+
+
+def _sqrt(x):
+    # An instruction on both targets (LLVM's sqrt intrinsic); NaN below 0 and for NaN.
+    return math.sqrt(x) if x >= _like(x, 0.0) else _like(x, math.nan)
+
+
+def _tanh(x):
+    """``tanh(x) = sign(x) (1 - e) / (1 + e)`` with ``e = exp(-2|x|)``, written with
+    ``expm1`` so small ``x`` keep their relative accuracy."""
+    if isinstance(x, np.float32):
+        m = expm1_float32(np.float32(-2.0) * abs(x))
+        t = -m / (_F32_TWO + m)
+        return t if x >= _F32_ZERO else -t
+    return math.tanh(x)
+
+
+def _exp_of_minus_abs(x):
+    return _exp(-abs(x))
+
+
+def _sigmoid(x):
+    """``1 / (1 + exp(-x))`` from ``e = exp(-|x|)``: nothing overflows."""
+    e = _exp_of_minus_abs(x)
+    inverse = _like(x, 1.0) / (_like(x, 1.0) + e)
+    return inverse if x >= _like(x, 0.0) else e * inverse
+
+
+def _log1p_of_exp_of_minus_abs(x):
+    """``log(1 + exp(-|x|))``, a number in [0, log 2]."""
+    e = _exp_of_minus_abs(x)
+    if isinstance(x, np.float32):
+        y = _F32_ONE + e
+        return log1p_unit_float32(e, y, _F32_ONE / y)
+    return math.log1p(e)
+
+
+def _softplus(x):
+    """``log(1 + exp(x)) = max(x, 0) + log(1 + exp(-|x|))``; NaN stays NaN."""
+    relu = x if x > _like(x, 0.0) else _like(x, 0.0)  # NaN: the log term below is NaN
+    return relu + _log1p_of_exp_of_minus_abs(x)
+
+
+def _log_sigmoid(x):
+    return -_softplus(-x)
+
+
+def _log_cosh(x):
+    """``|x| + log(1 + exp(-2|x|)) - log(2)``: Keras's form, finite for every finite ``x``."""
+    a = abs(x)
+    return a + _log1p_of_exp_of_minus_abs(_like(x, 2.0) * a) - _like(x, math.log(2.0))
+
+
+def _sign(x):
+    zero = _like(x, 0.0)
+    if x > zero:
+        return _like(x, 1.0)
+    if x < zero:
+        return _like(x, -1.0)
+    return x * zero  # 0 for 0, NaN for NaN
+
+
+def _maximum(a, b):
+    # NaN in either gives NaN, as TensorFlow's maximum does.
+    return a if (a >= b or a != a) else b
+
+
+def _minimum(a, b):
+    return a if (a <= b or a != a) else b
+
+
+def _clip(x, low, high):
+    return _maximum(_minimum(x, high), low)
+
+
+def _pow(a, b):
+    """``a ** b``. Float32: ``exp(b log|a|)`` with the sign and special cases of C's
+    ``pow`` (a negative base needs an integer exponent), so that it vectorises;
+    float64: libm's ``pow``."""
+    if isinstance(a, np.float32):
+        magnitude = abs(a)
+        result = exp_float32(b * log_float32(magnitude))
+        if magnitude == _F32_ZERO:
+            result = _F32_ZERO if b > _F32_ZERO else _F32_INF
+        # Integer tests by rounding (adding and removing 1.5 * 2^23, exact without
+        # "reassoc"); every float32 of magnitude >= 2^23 is an integer, taken as even.
+        big = abs(b) >= _F32_TWO_23
+        whole = big or (b + _ROUNDING_SHIFTER) - _ROUNDING_SHIFTER == b
+        half = b * np.float32(0.5)
+        odd = whole and not big and (half + _ROUNDING_SHIFTER) - _ROUNDING_SHIFTER != half
+        if a < _F32_ZERO:
+            result = (-result if odd else result) if whole else _F32_NAN
+        if b == _F32_ZERO:
+            result = _F32_ONE
+        return result
+    return a**b
+
+
+# The names generated code calls, one per fusedloss.math function (and the operators
+# that need a helper); cpu.py and cuda.py compile each of these.
+PRIMITIVES = {
+    "exp": _exp,
+    "log": _log,
+    "log1p": _log1p,
+    "expm1": _expm1,
+    "sqrt": _sqrt,
+    "tanh": _tanh,
+    "sigmoid": _sigmoid,
+    "softplus": _softplus,
+    "log_sigmoid": _log_sigmoid,
+    "log_cosh": _log_cosh,
+    "sign": _sign,
+    "maximum": _maximum,
+    "minimum": _minimum,
+    "clip": _clip,
+    "pow": _pow,
+}
+PRIMITIVE_NAMES = tuple(function.__name__ for function in PRIMITIVES.values())
+# Helpers the primitives call, compiled the same way.
+HELPERS = (log_float32, expm1_float32, _exp_of_minus_abs, _log1p_of_exp_of_minus_abs)
