@@ -187,7 +187,9 @@ def PseudoHuber(y_true, y_pred, delta=1.0):
     Returns:
         The reduced loss.
     """
-    # Computed as e**2 / (sqrt(1 + (e/delta)**2) + 1), the same value without the
-    # cancellation of sqrt(1 + u) - 1 for small u. d/dp = e / sqrt(1 + (e/delta)**2).
-    root = fm.sqrt(1.0 + fm.square((y_pred - y_true) / delta))
-    return fm.square(y_pred - y_true) / (root + 1.0)
+    # u = (e / delta)**2, r = sqrt(1 + u); r - 1 computed as u / (r + 1) for u <= 1 (the
+    # same value without the cancellation), as r - 1 above (finite, and +inf at e = +-inf).
+    # d/dp = e / sqrt(1 + (e / delta)**2)
+    u = fm.square((y_pred - y_true) / delta)
+    root = fm.sqrt(1.0 + u)
+    return delta**2 * fm.where(u > 1.0, root - 1.0, u / (root + 1.0))
