@@ -3,7 +3,35 @@ given to ``fusedloss.elementwise_loss`` (``define.py``), written once."""
 
 from ..base import FusedLoss
 from .contrastive import ContrastiveLoss, EmbeddingContrastiveLoss
-from .regression import Huber
+from .hinge import Hinge, SquaredHinge
+from .probabilistic import BinaryCrossentropy, BinaryFocalCrossentropy, KLDivergence, Poisson
+from .regression import (
+    Huber,
+    LogCosh,
+    MeanAbsoluteError,
+    MeanAbsolutePercentageError,
+    MeanSquaredError,
+    MeanSquaredLogarithmicError,
+    PseudoHuber,
+)
 from .sigmoid import WeightedSigmoidCrossEntropy
 
-__all__ = ["ContrastiveLoss", "EmbeddingContrastiveLoss", "FusedLoss", "Huber", "WeightedSigmoidCrossEntropy"]
+__all__ = [
+    "BinaryCrossentropy",
+    "BinaryFocalCrossentropy",
+    "ContrastiveLoss",
+    "EmbeddingContrastiveLoss",
+    "FusedLoss",
+    "Hinge",
+    "Huber",
+    "KLDivergence",
+    "LogCosh",
+    "MeanAbsoluteError",
+    "MeanAbsolutePercentageError",
+    "MeanSquaredError",
+    "MeanSquaredLogarithmicError",
+    "Poisson",
+    "PseudoHuber",
+    "SquaredHinge",
+    "WeightedSigmoidCrossEntropy",
+]

@@ -1,0 +1,98 @@
+"""Every row's CUDA kernel: in numba's simulator on tiny inputs (one or two blocks of
+32 threads), and compiled to PTX, where a float32 kernel must keep float32 arithmetic
+except for the row sums the CUDA row kernel keeps in float64."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from .helpers import assert_close, reference_loss, value_and_gradient
+from .table import ROWS, cases, inputs, kwargs_for
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("NUMBA_ENABLE_CUDASIM") != "1", reason="needs the CUDA simulator (set in tests/conftest.py)"
+)
+SHAPE = (3, 7)  # three rows of seven: one block reduces several rows, grid-stride
+
+
+def kernel_name(row, variant, shape=SHAPE):
+    """The registered kernel of ``row`` with ``variant``'s static parameters, and the
+    launcher's numeric parameters in order."""
+    definition = row.loss.definition
+    checked = definition.check(kwargs_for(variant, shape))
+    _, _, name = definition.traced(definition.static_key(checked))
+    params = [np.asarray(checked[n]) if isinstance(checked[n], tuple) else checked[n] for n in definition.numeric]
+    return name, params
+
+
+@pytest.fixture(scope="module")
+def simulated_cuda():
+    from fusedloss.kernels import cuda
+
+    saved = cuda.THREADS_PER_BLOCK, cuda.MAX_BLOCKS
+    cuda.THREADS_PER_BLOCK, cuda.MAX_BLOCKS = 32, 2
+    yield cuda
+    cuda.THREADS_PER_BLOCK, cuda.MAX_BLOCKS = saved
+
+
+@pytest.mark.parametrize("row, variant", cases())
+def test_simulated_kernel_matches_the_reference(simulated_cuda, row, variant):
+    dtype = "float64" if variant != row.variants[0] else "float32"
+    name, params = kernel_name(row, variant)
+    (y_true, y_pred), (true64, pred64) = inputs(row, variant, SHAPE, dtype)
+    loss, grad = getattr(simulated_cuda, name)(y_true, y_pred, *params)
+    # The launcher's gradient is that of the sum of the per-sample losses
+    want_loss, want_grad = value_and_gradient(reference_loss(row, variant, SHAPE, "none"), true64, pred64)
+    assert loss.dtype == np.dtype(dtype) and grad.shape == SHAPE
+    assert_close("per-sample loss", loss, want_loss, row.tolerance_for(dtype))
+    assert_close("gradient", grad, want_grad, row.tolerance_for(dtype))
+
+
+def _environment_without_simulator():
+    import fusedloss
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    root = os.path.dirname(os.path.dirname(fusedloss.__file__))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
+PTX_SCRIPT = textwrap.dedent(
+    """
+    from fusedloss.kernels import cuda
+    from tests.conformance.table import ROWS
+    from tests.conformance.test_cuda import kernel_name
+    names = {kernel_name(row, variant)[0] for row in ROWS for variant in row.variants}
+    for (name, dtype, with_grad), ptx in sorted(cuda.compile_all_ptx(names=names).items()):
+        lines = [line.strip() for line in ptx.splitlines()]
+        f64 = sum(1 for line in lines if line.split(".")[0] in ("mul", "fma", "div", "sqrt", "ex2", "lg2", "rcp")
+                  and ".f64" in line)
+        print("PTX", name.replace(" ", ""), dtype, with_grad, f64)
+    """
+)
+
+
+def test_every_row_compiles_to_ptx_and_float32_stays_float32():
+    """Real code generation, in a child process (this one runs the simulator)."""
+    env = _environment_without_simulator()
+    probe = "from numba.cuda.cudadrv.nvvm import NVVM; NVVM()"
+    if subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode != 0:
+        pytest.skip("no NVVM here: install numba-cuda[cu12] or [cu13] (the test extra does)")
+    result = subprocess.run([sys.executable, "-c", PTX_SCRIPT], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    compiled = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("PTX "):
+            _, name, dtype, with_grad, f64 = line.split()
+            compiled[(name, dtype, with_grad)] = int(f64)
+    for row in ROWS:
+        for variant in row.variants:
+            name = kernel_name(row, variant)[0].replace(" ", "")
+            for with_grad in ("True", "False"):
+                assert (name, "float64", with_grad) in compiled, name
+                # float64 multiplies, FMAs, divisions...: only the row sum's one scaling by 1 / n
+                assert compiled[(name, "float32", with_grad)] <= 1, (name, with_grad, compiled[(name, "float32", with_grad)])
