@@ -18,6 +18,7 @@ CUDA kernel then runs on TensorFlow's device buffers without host copies.
 
 import functools
 import math
+import re
 import warnings
 
 import numpy as np
@@ -159,7 +160,8 @@ def _call_kernel(loss_name, params, reduced_axes, with_grad, expected_upstream, 
             [y_true, y_pred],
             [y_pred.dtype] * (2 if with_grad else 1),
             stateful=False,
-            name=f"fused_{loss_name}",
+            # a TF op name: a static variant's brackets and "=" are not allowed in one
+            name="fused_" + re.sub(r"[^A-Za-z0-9_.-]", "_", loss_name),
         )
         if not with_grad:  # numpy_function returns a lone output as a tensor, not a list
             outputs = [outputs] if isinstance(outputs, tf.Tensor) else list(outputs)
