@@ -8,6 +8,7 @@ differentiable), ``backend()`` and the size below which losses run as TensorFlow
 from .backends import backend, min_fused_size, set_min_fused_size
 from .losses import ContrastiveLoss, EmbeddingContrastiveLoss, Huber, WeightedSigmoidCrossEntropy
 from .ops import contrastive, embedding_contrastive, huber, weighted_sigmoid_cross_entropy
+from .softmax import CategoricalCrossentropy, CategoricalFocalCrossentropy, SparseCategoricalCrossentropy, categorical_crossentropy, categorical_focal_crossentropy, sparse_categorical_crossentropy  # noqa: E501
 
 __version__ = "0.1.0"
 
@@ -23,4 +24,11 @@ __all__ = [
     "min_fused_size",
     "set_min_fused_size",
     "weighted_sigmoid_cross_entropy",
+    # softmax cross-entropies (issue 11)
+    "CategoricalCrossentropy",
+    "CategoricalFocalCrossentropy",
+    "SparseCategoricalCrossentropy",
+    "categorical_crossentropy",
+    "categorical_focal_crossentropy",
+    "sparse_categorical_crossentropy",
 ]

@@ -316,3 +316,6 @@ def weighted_sigmoid_cross_entropy(
     return run_rows(
         _weighted_sigmoid_cross_entropy_rows, y_true, y_pred, params, with_grad, loss_out, grad_out, grad_scale
     )
+
+# Softmax cross-entropies (issue 11): their own module, found here by name.
+from .softmax_cpu import categorical_focal_cross_entropy, softmax_cross_entropy, sparse_softmax_cross_entropy  # noqa: E402,F401
