@@ -41,12 +41,11 @@ def sparse_softmax_cross_entropy(labels, logits, ignore_class=None):
     rows labelled ``ignore_class`` give 0 and a zero gradient."""
     labels = np.asarray(labels)
     log_p = _log_softmax(logits)
-    n_classes = log_p.shape[-1]
     valid = np.ones(labels.shape, bool) if ignore_class is None else labels != ignore_class
     safe = np.where(valid, labels, 0)
-    onehot = np.eye(n_classes)[safe]
     loss = -np.take_along_axis(log_p, safe[..., None], axis=-1)[..., 0]
-    grad = np.exp(log_p) - onehot
+    grad = np.exp(log_p)
+    np.put_along_axis(grad, safe[..., None], np.take_along_axis(grad, safe[..., None], axis=-1) - 1.0, axis=-1)
     return np.where(valid, loss, 0.0), np.where(valid[..., None], grad, 0.0)
 
 
