@@ -44,6 +44,14 @@ poisson = Poisson.per_sample
 kl_divergence = KLDivergence.per_sample
 binary_crossentropy = BinaryCrossentropy.per_sample
 binary_focal_crossentropy = BinaryFocalCrossentropy.per_sample
+from .softmax import (
+    CategoricalCrossentropy,
+    CategoricalFocalCrossentropy,
+    SparseCategoricalCrossentropy,
+    categorical_crossentropy,
+    categorical_focal_crossentropy,
+    sparse_categorical_crossentropy,
+)
 
 __version__ = "0.1.0"
 
@@ -85,4 +93,11 @@ __all__ = [
     "set_min_fused_size",
     "squared_hinge",
     "weighted_sigmoid_cross_entropy",
+    # softmax cross-entropies (issue 11)
+    "CategoricalCrossentropy",
+    "CategoricalFocalCrossentropy",
+    "SparseCategoricalCrossentropy",
+    "categorical_crossentropy",
+    "categorical_focal_crossentropy",
+    "sparse_categorical_crossentropy",
 ]

@@ -225,10 +225,12 @@ def rescale(upstream, saved_grad, expected_upstream="ones"):
     return tf.cond(tf.reduce_all(tf.equal(upstream, expected)), lambda: tf.identity(saved_grad), scaled)
 
 
-def fused_loss(loss_name, y_true, y_pred, params, reduced_axes=1, expected_upstream="mean"):
+def fused_loss(loss_name, y_true, y_pred, params, reduced_axes=1, expected_upstream="mean", integer_labels=False):
     """Per-sample loss of ``kernels.<backend>.<loss_name>``, differentiable in ``y_pred``.
 
-    ``params`` are passed positionally to the launcher after ``y_true, y_pred``. The
+    ``params`` are passed positionally to the launcher after ``y_true, y_pred``;
+    ``y_true`` is cast to the computation's dtype unless ``integer_labels`` (then it
+    goes to the launcher as it is, e.g. int64 class labels). The
     loss has shape ``y_pred.shape[:-reduced_axes]``: the kernel reduces that many
     trailing axes (1 for a mean over the last axis; 2 for ``(batch, 2, dim)`` pairs).
     The saved gradient is written for ``expected_upstream`` (see ``rescale``).
@@ -245,7 +247,7 @@ def fused_loss(loss_name, y_true, y_pred, params, reduced_axes=1, expected_upstr
     def loss_and_saved_grad(y_true, y_pred):
         compute_dtype = _compute_dtype(y_pred.dtype)
         kernel = (loss_name, params, reduced_axes)
-        computed = (tf.cast(y_true, compute_dtype), tf.cast(y_pred, compute_dtype))
+        computed = (y_true if integer_labels else tf.cast(y_true, compute_dtype), tf.cast(y_pred, compute_dtype))
         outputs = _call_kernel(*kernel, with_grad, expected_upstream, *computed)
 
         def backward(upstream):
@@ -268,7 +270,7 @@ def _warn_once_about_xla():
     )
 
 
-def dispatch(loss_name, y_true, y_pred, params, composite, reduced_axes=1, expected_upstream="mean"):
+def dispatch(loss_name, y_true, y_pred, params, composite, reduced_axes=1, expected_upstream="mean", integer_labels=False):
     """``fused_loss(loss_name, ...)``, or ``composite(y_true, y_pred)``
     (the same math as TensorFlow ops, with the same values and gradients) where the
     kernel cannot run or would be slower: inside XLA, and below ``min_fused_size()``
@@ -279,10 +281,10 @@ def dispatch(loss_name, y_true, y_pred, params, composite, reduced_axes=1, expec
     an unknown batch size, a ``tf.cond`` on the runtime size picks the branch per call.
     Labels and predictions of one rank whose shapes turn out to differ at run time
     also take the kernel's branch, whose launcher rejects them naming both, where
-    TensorFlow's ops might broadcast them.
+    TensorFlow's ops might broadcast them. ``integer_labels``: see ``fused_loss``.
     """
     check_expected_upstream(expected_upstream)
-    fused_options = {"reduced_axes": reduced_axes, "expected_upstream": expected_upstream}
+    fused_options = {"reduced_axes": reduced_axes, "expected_upstream": expected_upstream, "integer_labels": integer_labels}
     if _in_xla_context():
         _warn_once_about_xla()
         return composite(y_true, y_pred)

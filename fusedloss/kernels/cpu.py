@@ -383,3 +383,8 @@ def _class_weight(weights, column):
     if isinstance(weights, types.Array):
         return lambda weights, column: weights[column]
     return lambda weights, column: weights
+
+
+# Softmax cross-entropies: a kernel family of their own (one row at a time, an online
+# softmax), in their own module, found here by name.
+from .softmax_cpu import categorical_focal_cross_entropy, softmax_cross_entropy, sparse_softmax_cross_entropy  # noqa: E402,F401

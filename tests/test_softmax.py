@@ -1,0 +1,258 @@
+"""Softmax cross-entropies through TensorFlow and Keras, against Keras in float64.
+
+One table of cases (loss class, Keras equivalent, constructor kwargs, input maker) and
+generic tests over it, so the rows can later join a shared conformance table. Every
+case runs the fused kernel (tests/conftest.py sets the fused size threshold to 0);
+``test_xla_path_equals_kernel_path`` runs the TF-ops path too.
+"""
+
+from typing import Callable, NamedTuple
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import fusedloss
+
+
+def dense_inputs(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    logits = 3.0 * rng.normal(size=shape)
+    targets = rng.dirichlet(np.ones(shape[-1]), size=shape[:-1])
+    return targets, logits
+
+
+def onehot_inputs(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, shape[-1], size=shape[:-1])
+    return np.eye(shape[-1])[labels], 3.0 * rng.normal(size=shape)
+
+
+def sparse_inputs(shape, seed=0, trailing_one=False, ignore=None):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, shape[-1], size=shape[:-1])
+    if ignore is not None:
+        labels.reshape(-1)[::3] = ignore
+    if trailing_one:
+        labels = labels[..., None]
+    return labels, 3.0 * rng.normal(size=shape)
+
+
+class Case(NamedTuple):
+    name: str
+    loss: type
+    keras_loss: type
+    kwargs: dict
+    inputs: Callable  # seed -> (y_true, logits), NumPy float64
+
+
+CCE, SCCE, FOCAL = fusedloss.CategoricalCrossentropy, fusedloss.SparseCategoricalCrossentropy, fusedloss.CategoricalFocalCrossentropy
+K_CCE, K_SCCE, K_FOCAL = keras.losses.CategoricalCrossentropy, keras.losses.SparseCategoricalCrossentropy, keras.losses.CategoricalFocalCrossentropy
+
+CASES = [
+    Case("cce-soft-41x401", CCE, K_CCE, {"from_logits": True}, lambda s: dense_inputs((41, 401), s)),
+    Case("cce-smoothing-3x5x33", CCE, K_CCE, {"from_logits": True, "label_smoothing": 0.1}, lambda s: onehot_inputs((3, 5, 33), s)),
+    Case("cce-axis-1", CCE, K_CCE, {"from_logits": True, "axis": 1}, lambda s: tuple(np.swapaxes(a, 1, 2) for a in dense_inputs((4, 6, 9), s))),
+    Case("scce-41x401", SCCE, K_SCCE, {"from_logits": True}, lambda s: sparse_inputs((41, 401), s)),
+    Case("scce-trailing-one", SCCE, K_SCCE, {"from_logits": True}, lambda s: sparse_inputs((17, 10), s, trailing_one=True)),
+    Case("scce-seq-ignore", SCCE, K_SCCE, {"from_logits": True, "ignore_class": -1}, lambda s: sparse_inputs((3, 7, 29), s, ignore=-1)),
+    Case("scce-one-class", SCCE, K_SCCE, {"from_logits": True}, lambda s: sparse_inputs((9, 1), s)),
+    Case("focal-41x401", FOCAL, K_FOCAL, {"from_logits": True}, lambda s: onehot_inputs((41, 401), s)),
+    Case("focal-smoothing-alpha", FOCAL, K_FOCAL, {"from_logits": True, "label_smoothing": 0.1, "alpha": [0.25, 0.5, 1.0, 0.75, 0.375], "gamma": 1.5}, lambda s: dense_inputs((13, 5), s)),
+    # (alpha exact in float32: Keras rounds a list alpha to float32 even in float64.)
+    # Probabilities: Keras's own formula (normalise, clip, log), not fused.
+    Case("cce-probabilities", CCE, K_CCE, {}, lambda s: (dense_inputs((8, 6), s)[0], np.random.default_rng(s).dirichlet(np.ones(6), 8))),
+    Case("scce-probabilities-ignore", SCCE, K_SCCE, {"ignore_class": 2}, lambda s: (sparse_inputs((8, 6), s, ignore=2)[0], np.random.default_rng(s).dirichlet(np.ones(6), 8))),
+]
+REDUCTIONS = ["sum_over_batch_size", "sum", None]
+
+
+def tensors(case, seed=0, dtype=tf.float64):
+    y_true, logits = case.inputs(seed)
+    return tf.constant(y_true, dtype), tf.constant(logits, dtype)
+
+
+def value_and_gradient(loss_fn, y_true, y_pred, scale=1.0, **kwargs):
+    with tf.GradientTape() as tape:
+        tape.watch(y_pred)
+        loss = scale * loss_fn(y_true, y_pred, **kwargs)
+    return loss.numpy(), tape.gradient(loss, y_pred).numpy()
+
+
+def by_name(cases):
+    return pytest.mark.parametrize("case", cases, ids=[c.name for c in cases])
+
+
+@by_name(CASES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("scale", [1.0, 2.0], ids=["upstream-1", "upstream-2"])
+def test_values_and_gradients_match_keras_in_float64(case, reduction, scale):
+    y_true, y_pred = tensors(case)
+    ours = case.loss(reduction=reduction, dtype="float64", **case.kwargs)
+    theirs = case.keras_loss(reduction=reduction, dtype="float64", **case.kwargs)
+    loss, grad = value_and_gradient(ours, y_true, y_pred, scale)
+    want_loss, want_grad = value_and_gradient(theirs, y_true, y_pred, scale)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-14)
+
+
+@by_name(CASES)
+def test_sample_weight_matches_keras(case):
+    y_true, y_pred = tensors(case)
+    loss_shape = case.keras_loss(reduction=None, dtype="float64", **case.kwargs)(y_true, y_pred).shape
+    weights = tf.constant(np.linspace(0.0, 2.0, np.prod(loss_shape)).reshape(loss_shape), tf.float64)
+    for reduction in ("sum_over_batch_size", "mean_with_sample_weight"):
+        ours = case.loss(reduction=reduction, dtype="float64", **case.kwargs)
+        theirs = case.keras_loss(reduction=reduction, dtype="float64", **case.kwargs)
+        got = value_and_gradient(ours, y_true, y_pred, sample_weight=weights)
+        want = value_and_gradient(theirs, y_true, y_pred, sample_weight=weights)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-14)
+
+
+@by_name([c for c in CASES if c.kwargs.get("from_logits")])
+def test_float32_matches_keras_float64_to_float32_rounding(case):
+    y_true, y_pred = tensors(case, dtype=tf.float32)
+    loss, grad = value_and_gradient(case.loss(**case.kwargs), y_true, y_pred, 2.0)
+    want_loss, want_grad = value_and_gradient(case.keras_loss(dtype="float64", **case.kwargs), *tensors(case), 2.0)
+    assert grad.dtype == np.float32
+    np.testing.assert_allclose(loss, want_loss, rtol=2e-6)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-7)
+
+
+@by_name([c for c in CASES if c.kwargs.get("from_logits") and c.kwargs.get("axis", -1) == -1])
+def test_xla_path_equals_kernel_path(case):
+    y_true, y_pred = tensors(case)
+    loss = case.loss(dtype="float64", **case.kwargs)
+
+    def step(y_true, y_pred):
+        with tf.GradientTape() as tape:
+            tape.watch(y_pred)
+            value = 2.0 * loss(y_true, y_pred)
+        return value, tape.gradient(value, y_pred)
+
+    kernel = tf.function(step)(y_true, y_pred)
+    # Compiles only if the TF-ops path is taken (tf.numpy_function has no XLA kernel).
+    xla = tf.function(step, jit_compile=True)(y_true, y_pred)
+    np.testing.assert_allclose(xla[0], kernel[0], rtol=1e-12)
+    np.testing.assert_allclose(xla[1], kernel[1], rtol=1e-10, atol=1e-15)
+
+
+FUNCTIONS = {CCE: fusedloss.categorical_crossentropy, SCCE: fusedloss.sparse_categorical_crossentropy, FOCAL: fusedloss.categorical_focal_crossentropy}
+
+
+@by_name([c for c in CASES if c.kwargs.get("from_logits")])
+def test_numeric_gradient_in_float64(case):
+    y_true, y_pred = case.inputs(1)
+    # a few rows are enough, and keep the finite differences cheap
+    y_true, y_pred = tf.constant(y_true[:3]), tf.constant(y_pred[:3])
+    fn = FUNCTIONS[case.loss]
+    theoretical, numerical = tf.test.compute_gradient(lambda p: fn(y_true, p, **case.kwargs), [y_pred], delta=1e-6)
+    np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-6, atol=1e-8)
+
+
+@by_name(CASES)
+def test_config_is_keras_config_plus_dtype_and_round_trips(case):
+    ours = case.loss(**case.kwargs)
+    config = ours.get_config()
+    want = case.keras_loss(**case.kwargs).get_config()
+    assert {k: v for k, v in config.items() if k not in ("name", "dtype")} == {k: v for k, v in want.items() if k != "name"}
+    assert config["dtype"] is None
+    rebuilt = case.loss.from_config(config)
+    assert rebuilt.get_config() == config
+
+
+def test_keras_model_saves_and_loads_with_the_loss(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    loss = fusedloss.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
+    model.compile(optimizer="sgd", loss=loss)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.loss) is fusedloss.SparseCategoricalCrossentropy
+    assert loaded.loss.get_config() == loss.get_config()
+
+
+def _fit(loss, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(256, 8)).astype(np.float32)
+    y = (x @ rng.normal(size=(8, 5))).argmax(axis=-1)
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(5)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss)
+    history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False)
+    return np.array(history.history["loss"]), model.get_weights()
+
+
+def test_model_fit_matches_keras():
+    ours, our_weights = _fit(fusedloss.SparseCategoricalCrossentropy(from_logits=True))
+    theirs, their_weights = _fit(keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert ours[-1] < ours[0]  # it learns
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4)
+    for a, b in zip(our_weights, their_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_from_logits_false_after_a_softmax_layer_uses_its_logits_as_keras_does():
+    inputs = keras.Input((6,))
+    probabilities = keras.layers.Dense(4, activation="softmax", dtype="float64")(inputs)
+    model = keras.Model(inputs, probabilities)
+    x = tf.constant(np.random.default_rng(0).normal(size=(5, 6)) * 10)
+    labels = tf.constant([0, 1, 2, 3, 0])
+    for ours, theirs in [(SCCE(dtype="float64"), K_SCCE(dtype="float64")), (CCE(dtype="float64"), K_CCE(dtype="float64"))]:
+        y_true = labels if isinstance(ours, SCCE) else tf.one_hot(labels, 4, dtype=tf.float64)
+
+        @tf.function
+        def losses(y_true, x, ours=ours, theirs=theirs):
+            y_pred = model(x)
+            return ours(y_true, y_pred), theirs(y_true, y_pred)
+
+        got, want = losses(y_true, x)
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("n_classes", [5, 40000])
+def test_out_of_range_label_is_an_error_naming_it_and_the_class_count(n_classes):
+    logits = tf.zeros((3, n_classes))
+    # ValueError eagerly (numpy_function re-raises it), InvalidArgumentError in a graph
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=rf"\[0, {n_classes}\).*got label {n_classes}"):
+        fusedloss.sparse_categorical_crossentropy(tf.constant([0, n_classes, 1]), logits, from_logits=True)
+
+
+def test_out_of_range_label_on_the_tf_ops_path_is_an_error_too(monkeypatch):
+    monkeypatch.setenv("FUSEDLOSS_MIN_FUSED_SIZE", "1000000")
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"(?s)labels must be in \[0, n_classes\).*5.*got label.*7"):
+        fusedloss.sparse_categorical_crossentropy(tf.constant([0, 7, 1]), tf.zeros((3, 5)), from_logits=True)
+
+
+def test_nan_in_a_row_gives_nan_in_that_row_only():
+    logits = np.random.default_rng(0).normal(size=(4, 30))
+    logits[2, 7] = np.nan
+    y_true, y_pred = tf.constant([1, 2, 3, 4]), tf.constant(logits)
+    loss, grad = value_and_gradient(lambda t, p: fusedloss.sparse_categorical_crossentropy(t, p, from_logits=True), y_true, y_pred)
+    assert np.isnan(loss[2]) and np.all(np.isnan(grad[2]))
+    assert np.all(np.isfinite(np.delete(loss, 2))) and np.all(np.isfinite(np.delete(grad, 2, axis=0)))
+
+
+def test_huge_logits_match_keras_exactly_enough():
+    logits = tf.constant([[-1e4, 1e4, 0.0, 1e4 - 1.0], [1e4, -1e4, -1e4, 1e4]], tf.float32)
+    labels = tf.constant([0, 1])
+    loss, grad = value_and_gradient(SCCE(from_logits=True, reduction=None), labels, logits)
+    want_loss, want_grad = value_and_gradient(K_SCCE(from_logits=True, reduction=None), labels, logits)
+    assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-6, atol=1e-7)
+
+
+def test_bad_parameters_are_rejected_at_construction():
+    with pytest.raises(ValueError, match="label_smoothing"):
+        CCE(label_smoothing=1.5)
+    with pytest.raises(ValueError, match="ignore_class"):
+        SCCE(ignore_class=1.5)
+    with pytest.raises(ValueError, match="gamma"):
+        FOCAL(gamma=-1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        FOCAL(alpha=[[1.0]])
+    with pytest.raises(ValueError, match="labels must have shape"):
+        fusedloss.sparse_categorical_crossentropy(tf.zeros((3, 2), tf.int64), tf.zeros((3, 5)), from_logits=True)
