@@ -139,7 +139,7 @@ def array_ops(xp, dtype):
         log_cosh=lambda x: xp.abs(x) + _softplus(xp, -2.0 * xp.abs(x)) - math.log(2.0),
         maximum=xp.maximum, minimum=xp.minimum, clip=xp.clip, logical_not=xp.logical_not,
         stack=lambda arrays, axis: xp.stack(arrays, axis=axis),
-        broadcast_to=lambda x, shape: xp.broadcast_to(number(x), shape),
+        broadcast_to=lambda x, shape: xp.broadcast_to(xp.asarray(number(x)), shape),  # CuPy wants an array
     )  # fmt: skip
 
 
