@@ -1,5 +1,5 @@
-"""benchmarks/gpu/run_gpu.py end to end in the CUDA simulator, and its checks'
-ability to fail."""
+"""benchmarks/gpu/run_gpu.py end to end in the CUDA simulator, the kernel specs it
+reads (benchmarks/gpu/kernel_specs.json, never stale), and its checks' ability to fail."""
 
 import importlib.util
 import json
@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 import fusedloss  # noqa: F401 - the real package, before the script would stub it
+from benchmarks.gpu import export_specs
 from fusedloss.kernels import cuda as cuda_kernels
+from fusedloss.kernels import registry
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu" / "run_gpu.py"
@@ -27,42 +29,223 @@ def load_script():
 
 
 run_gpu = load_script()
+SPECS = json.loads(run_gpu.SPECS_PATH.read_text())["kernels"]
+LOSSES = run_gpu.present_losses([])
+ELEMENTWISE = [loss for loss in LOSSES if loss.layout is run_gpu.ROWS]
+
+
+def without_simulator():
+    return {key: value for key, value in os.environ.items() if key != "NUMBA_ENABLE_CUDASIM"}
+
+
+# ---------------------------------------------------------------------------------
+# The exported specs
+
+
+def test_committed_kernel_specs_equal_a_fresh_export():
+    fresh = export_specs.text()
+    assert run_gpu.SPECS_PATH.read_text() == fresh, (
+        f"benchmarks/gpu/kernel_specs.json is stale: run `{export_specs.COMMAND}` and commit it"
+    )
+
+
+def test_every_registered_builtin_kernel_is_exported_with_its_spec():
+    exported = {kernel["name"]: kernel for kernel in SPECS}
+    assert {"huber", "contrastive", "weighted_sigmoid_cross_entropy"} <= set(exported)
+    # Every kernel of the built-in definitions (static variants included), as registered.
+    builtins = {kernel["name"] for kernel in export_specs.export()["kernels"]}
+    assert builtins == set(exported)
+    assert {d.function_name for d in export_specs.definitions()} <= builtins
+    for name, kernel in exported.items():
+        spec = registry.SPECS[name]
+        assert kernel["element_source"] == spec.element_source and kernel["reduce"] == spec.reduce
+        assert tuple(kernel["parameters"]) == spec.parameters and tuple(kernel["defaults"]) == spec.defaults
+        assert frozenset(kernel["per_class"]) == spec.per_class
+        assert kernel["array_source"].startswith("def values_and_slopes(ops, y_true, y_pred, params):")
+        assert kernel["domain"] in run_gpu.DOMAINS
+    assert exported["contrastive"]["domain"] == "distances"
+    assert exported["weighted_sigmoid_cross_entropy"]["domain"] == "labels"
+    assert exported["huber"]["domain"] == "regression"
+
+
+def test_static_parameters_give_one_kernel_per_value():
+    @fusedloss.elementwise_loss(static=("squared",))
+    def TestStaticError(y_true, y_pred, squared=False, scale=1.0):
+        error = y_pred - y_true
+        return scale * (error * error if squared else fusedloss.math.abs(error))
+
+    assert export_specs.static_variants(TestStaticError.definition) == [(False,), (True,)]
+    assert export_specs.domain_of("binary_crossentropy[from_logits=True]") == "labels"
+    assert export_specs.domain_of("binary_crossentropy[from_logits=False]") == "probabilities"
+    assert export_specs.domain_of("something_new") == "regression"
+
+
+# ---------------------------------------------------------------------------------
+# The losses built from them
+
+
+def test_the_table_has_every_exported_kernel_and_the_pairs():
+    assert [loss.name for loss in ELEMENTWISE] == [kernel["name"] for kernel in SPECS]
+    assert "embedding_contrastive" in [loss.name for loss in LOSSES]
+    assert all(callable(loss.launcher) for loss in LOSSES)
+
+
+@pytest.mark.parametrize("loss", ELEMENTWISE, ids=lambda loss: loss.name)
+def test_printed_slopes_are_the_derivative_of_the_printed_values(loss):
+    # What the competitors differentiate (the values alone) against the printed
+    # slopes (the reference's gradient): central differences in float64.
+    rng = np.random.default_rng(1)
+    y_true, y_pred = loss.inputs(rng, (16, 33), np.float64)
+    ops = run_gpu.array_ops(np, np.float64)
+    step = 1e-7
+    per_sample = [loss.per_sample(ops, y_true, y_pred + s, loss.values) for s in (step, -step)]
+    expected_loss, expected_grad = loss.expected(y_true, y_pred)
+    np.testing.assert_allclose(loss.per_sample(ops, y_true, y_pred, loss.values), expected_loss, rtol=1e-12)
+    # Each element moves only its own row's loss: the row sum of the gradient.
+    numeric = (per_sample[0] - per_sample[1]) / (2 * step)
+    np.testing.assert_allclose(expected_grad.sum(-1), numeric, rtol=1e-5, atol=1e-7)
+    values_only = run_gpu.compile_printed(SPECS[ELEMENTWISE.index(loss)]["array_source"], values_only=True)
+    plus = np.broadcast_to(values_only(ops, y_true, y_pred + step, loss.values), y_pred.shape)
+    minus = np.broadcast_to(values_only(ops, y_true, y_pred - step, loss.values), y_pred.shape)
+    scale = y_pred.shape[-1] if SPECS[ELEMENTWISE.index(loss)]["reduce"] == "mean" else 1
+    np.testing.assert_allclose(expected_grad * scale, (plus - minus) / (2 * step), rtol=1e-5, atol=1e-7)
+
+
+def test_values_only_drops_the_slopes_lines():
+    huber = next(kernel for kernel in SPECS if kernel["name"] == "huber")["array_source"]
+    values = run_gpu.compile_printed(huber, values_only=True)
+    calls = []
+    ops = run_gpu.array_ops(np, np.float64)
+    spy = type(ops)(**{**vars(ops), "sign": lambda x: calls.append("sign") or np.sign(x)})
+    y_true, y_pred = np.zeros(3), np.array([-2.0, 0.5, 3.0])
+    np.testing.assert_allclose(values(spy, y_true, y_pred, [1.0]), [1.5, 0.125, 2.5])
+    assert calls == []  # sign() is only in the slope
+    run_gpu.compile_printed(huber)(spy, y_true, y_pred, [1.0])
+    assert calls == ["sign"]
+
+
+def test_pairs_analytic_gradient_is_the_reference_and_the_derivative():
+    pairs_loss = next(loss for loss in LOSSES if loss.name == "embedding_contrastive")
+    rng = np.random.default_rng(2)
+    y_true, pairs = pairs_loss.inputs(rng, (6, 2, 5), np.float64)
+    ops = run_gpu.array_ops(np, np.float64)
+    loss, grad = pairs_loss.analytic(ops, y_true, pairs, pairs_loss.values)
+    expected_loss, expected_grad = pairs_loss.expected(y_true, pairs)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(pairs_loss.per_sample(ops, y_true, pairs, pairs_loss.values), expected_loss, rtol=1e-12)
+    step, numeric = 1e-7, np.zeros_like(pairs)
+    for index in np.ndindex(pairs.shape):
+        moved = [pairs.copy(), pairs.copy()]
+        moved[0][index] += step
+        moved[1][index] -= step
+        losses = [pairs_loss.per_sample(ops, y_true, m, pairs_loss.values)[index[0]] for m in moved]
+        numeric[index] = (losses[0] - losses[1]) / (2 * step)
+    np.testing.assert_allclose(expected_grad, numeric, rtol=1e-5, atol=1e-7)
+
+
+def test_numpy_ops_are_stable_and_keep_float32():
+    ops = run_gpu.array_ops(np, np.float32)
+    x = np.array([-1000.0, -1.0, 0.0, 1.0, 1000.0], np.float32)
+    with np.errstate(over="raise"):
+        assert np.all(np.isfinite(ops.softplus(x))) and np.all(np.isfinite(ops.log_cosh(x)))
+        np.testing.assert_allclose(ops.sigmoid(x), [0.0, 0.26894142, 0.5, 0.73105858, 1.0], rtol=1e-6)
+        np.testing.assert_allclose(ops.log_sigmoid(x), [-1000.0, -1.3132616, -0.6931472, -0.3132617, 0.0], rtol=1e-6)
+    assert ops.where(x > 0, -1.0, 0.0).dtype == np.float32
+    assert ops.broadcast_to(2.0, (2, 3)).dtype == np.float32
+
+
+def test_an_unknown_domain_is_refused_by_name():
+    kernel = dict(SPECS[0], domain="complex")
+    with pytest.raises(ValueError, match="unknown input domain 'complex'"):
+        run_gpu.elementwise_loss(kernel)
+
+
+def test_a_missing_other_kernel_is_named_as_skipped(monkeypatch):
+    row = run_gpu.OTHER_KERNELS[0]._replace(name="softmax_cross_entropy_not_here")
+    monkeypatch.setattr(run_gpu, "OTHER_KERNELS", [*run_gpu.OTHER_KERNELS, row])
+    notes = []
+    names = [loss.name for loss in run_gpu.present_losses(notes)]
+    assert "softmax_cross_entropy_not_here" not in names and "embedding_contrastive" in names
+    assert notes == ["softmax_cross_entropy_not_here: skipped, not in fusedloss.kernels.cuda yet"]
+
+
+# ---------------------------------------------------------------------------------
+# The planned budget
+
+
+def _gpu_providers():
+    names = ["CuPy (printed slopes, unfused)", "PyTorch eager (autograd)", "torch.compile (dynamic shapes)", "JAX jit (jax.vjp)"]
+    return [run_gpu.Provider(run_gpu.FUSED, None, None, 4)] + [
+        run_gpu.Provider(name, None, True, 0, headline_only=name.startswith(("torch.compile", "CuPy"))) for name in names
+    ]
+
+
+def test_the_planned_gpu_run_fits_well_under_six_minutes():
+    sizes = [10**6, 10**7, 10**8, 10**9]
+    steps = run_gpu.plan(LOSSES, _gpu_providers(), sizes)
+    total = sum(seconds for _, seconds, _ in steps)
+    assert total < 270, steps
+    # With the losses landing on main (about 15 elementwise kernels more), the table
+    # still fits: only the headline losses meet torch.compile and every size.
+    more = LOSSES + [ELEMENTWISE[0]._replace(name=f"extra_{i}") for i in range(15)]
+    steps = run_gpu.plan(more, _gpu_providers(), sizes)
+    assert sum(seconds for _, seconds, _ in steps) < 340, steps
+    # and what is past the deadline is the last step, the least needed
+    assert sum(seconds for _, seconds, _ in steps[:-1]) < run_gpu.parse_arguments([]).time_budget, steps
+    budget = run_gpu.parse_arguments([]).time_budget
+    assert budget <= 300  # cells stop here; the last one started ends within seconds
+    assert run_gpu.SANITIZER_TIMEOUT < budget
+
+
+def test_plan_option_prints_the_budget_without_a_gpu():
+    result = subprocess.run([sys.executable, str(SCRIPT), "--plan"], cwd=ROOT, env=without_simulator(),
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "planned budget: ~" in result.stdout and "launch-shape sweep" in result.stdout
+
+
+# ---------------------------------------------------------------------------------
+# End to end in the simulator
 
 
 @pytest.fixture(scope="module")
 def simulated_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-report")
-    environment = {key: value for key, value in os.environ.items() if key != "NUMBA_ENABLE_CUDASIM"}
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--simulate", "--out", str(out)],
-        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, env=without_simulator(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / "gpu_report.json").read_text())
     return report, (out / "gpu_report.md").read_text(), result.stdout
 
 
-def test_every_present_kernel_passes_every_shape(simulated_run):
+def test_every_kernel_passes_every_shape(simulated_run):
     report, _, _ = simulated_run
-    present = [loss.name for loss in run_gpu.LOSSES if loss.inputs is not None and hasattr(cuda_kernels, loss.name)]
-    assert "huber" in present
     rows = report["correctness"]
-    for name in present:
-        checked = {(tuple(row["shape"]), row["dtype"], row["grad"]) for row in rows if row["loss"] == name}
-        for shape in run_gpu.SIMULATED_SHAPES:
-            assert {(shape, "float32", True), (shape, "float32", False), (shape, "float64", True)} <= checked
     assert rows and all(row["passed"] and row["inputs_untouched"] for row in rows)
+    for loss in LOSSES:
+        checked = {(tuple(row["shape"]), row["dtype"], row["grad"]) for row in rows if row["loss"] == loss.name}
+        for shape in loss.layout.simulated_shapes:
+            assert (shape, "float32", True) in checked, (loss.name, shape)
+            if loss.name in run_gpu.HEADLINE or shape in loss.layout.simulated_shapes[:2]:
+                assert {(shape, "float32", False), (shape, "float64", True)} <= checked, (loss.name, shape)
     launches = " ".join(row["launch"] for row in rows)
-    for shape_kind in ("1 thr/row", "8 thr/row", "32 thr/row", "2 chunks/row", "no launch"):
+    for shape_kind in ("1 thr/row", "8 thr/row", "32 thr/row", "2 chunks/row", "no launch", "32 thr/pair"):
         assert shape_kind in launches
+    pairs = [row for row in rows if row["loss"] == "embedding_contrastive"]
+    assert {tuple(row["shape"]) for row in pairs} == set(run_gpu.PAIRS.simulated_shapes)
 
 
-def test_kernels_not_written_yet_are_named_as_skipped(simulated_run):
+def test_references_and_formulas_were_checked(simulated_run):
     report, markdown, _ = simulated_run
-    for loss in run_gpu.LOSSES:
-        if not hasattr(cuda_kernels, loss.name):
-            assert f"{loss.name}: skipped, not in fusedloss.kernels.cuda yet" in report["notes"]
-            assert f"- {loss.name}: skipped" in markdown
+    references = {row["loss"] for row in report["references"]}
+    assert {"huber", "contrastive", "weighted_sigmoid_cross_entropy"} <= references
+    assert all(row["passed"] for row in report["references"])
+    formulas = {row["loss"] for row in report["formulas"] if row["passed"]}
+    assert formulas == {loss.name for loss in LOSSES}
+    assert "| huber | kernels.reference.huber (float64) |" in markdown
 
 
 def test_report_table_timings_and_environment(simulated_run):
@@ -71,11 +254,13 @@ def test_report_table_timings_and_environment(simulated_run):
     correctness_lines = [line for line in markdown.splitlines() if line.startswith("| huber | (")]
     assert correctness_lines and all(line.endswith("| pass |") for line in correctness_lines)
     assert markdown in stdout  # printed last, for a reply that shows only the end
+    assert stdout.index("planned budget") < stdout.index("1. copy bandwidth") < stdout.index("3. correctness")
     environment = report["environment"]
     assert environment["tensorflow_imported"] is False  # the GPU machine has none
     assert environment["mode"].startswith("CUDA simulator") and environment["date"]
-    fused = [row for row in report["timings"] if row["implementation"] == "fused (numba-cuda)"]
-    assert fused and all(row["seconds"] > 0 and row["tb_per_s"] > 0 for row in fused)
+    fused = [row for row in report["timings"] if row["implementation"] == run_gpu.FUSED]
+    assert {row["loss"] for row in fused} == {loss.name for loss in LOSSES}
+    assert all(row["seconds"] > 0 and row["tb_per_s"] > 0 for row in fused)
     assert [(tuple(row["shape"]), row["launch"]) for row in report["launch_shapes"] if row["loss"] == "huber"] == [
         ((64, 1), "32 thr/block, 1 thr/row, 2 blocks"),
         ((8, 8), "32 thr/block, 8 thr/row, 2 blocks"),
@@ -83,21 +268,14 @@ def test_report_table_timings_and_environment(simulated_run):
         ((1, 64), "32 thr/block, 8 thr/row, 1 blocks"),  # capped at 8 threads per row
     ]
     assert all(row["seconds"] > 0 for row in report["launch_shapes"])
-    assert all(row["passed"] for row in report["formulas"] if row["implementation"] == "NumPy formulas" and row["passed"] is not None)
     assert report["copy_bandwidth"]["tb_per_s"] > 0
     assert [row["tool"] for row in report["sanitizer"]] == ["memcheck", "racecheck"]
+    assert [step for step, _, _ in report["plan"]] == list(report["spent"])
+    assert "## Time: planned and spent" in markdown
 
 
-@pytest.mark.parametrize("loss", [loss for loss in run_gpu.LOSSES if loss.values is not None], ids=lambda loss: loss.name)
-def test_other_frameworks_formulas_have_the_right_derivative(loss):
-    # Written from the formulas for PyTorch/JAX/CuPy; here in NumPy: the slope must be
-    # the derivative of the value (central differences, float64).
-    rng = np.random.default_rng(1)
-    y_true, y_pred = loss.inputs(rng, (16, 33))
-    params = {"huber": {"delta": 1.3}, "weighted_sigmoid_cross_entropy": {"pos_weight": 2.5}, "contrastive": {"margin": 1.2}}[loss.name]
-    step = 1e-6
-    numeric = (loss.values(np, y_true, y_pred + step, **params) - loss.values(np, y_true, y_pred - step, **params)) / (2 * step)
-    np.testing.assert_allclose(loss.slopes(np, y_true, y_pred, **params), numeric, rtol=1e-5, atol=1e-6)
+# ---------------------------------------------------------------------------------
+# The checks can fail
 
 
 def test_compare_fails_unwritten_and_wrong_outputs():
@@ -115,24 +293,38 @@ def small_blocks(monkeypatch):
 
 
 def test_a_wrong_kernel_is_reported_as_failed(small_blocks):
-    huber = next(loss for loss in run_gpu.LOSSES if loss.name == "huber")
+    huber = next(loss for loss in LOSSES if loss.name == "huber")
 
     def off_by_a_little(y_true, y_pred, delta=1.0, **kwargs):
-        loss, grad = cuda_kernels.huber(y_true, y_pred, delta, **kwargs)
+        loss, grad = cuda_kernels.launcher("huber")(y_true, y_pred, delta, **kwargs)
         loss.copy_to_device(loss.copy_to_host() * 1.001)
         return loss, grad
 
     def crashing(y_true, y_pred, delta=1.0, **kwargs):
         raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
 
-    rows = run_gpu.check_correctness([(huber, off_by_a_little, run_gpu.reference.huber, {"delta": 1.0})], [(3, 5)], True)
+    shapes = run_gpu.ROWS._replace(simulated_shapes=[(3, 5)])
+    rows = run_gpu.check_correctness([huber._replace(launcher=off_by_a_little, layout=shapes)], True)
     assert rows and not any(row["passed"] for row in rows)
-    rows = run_gpu.check_correctness([(huber, crashing, run_gpu.reference.huber, {"delta": 1.0})], [(3, 5)], True)
-    assert rows[0]["error"] == "RuntimeError: CUDA_ERROR_ILLEGAL_ADDRESS" and not rows[0]["passed"]
+    rows = run_gpu.check_correctness([huber._replace(launcher=crashing, layout=shapes)], True)
+    assert rows[0]["error"] == "RuntimeError: CUDA_ERROR_ILLEGAL_ADDRESS" and rows[0]["passed"] is False
+
+
+def test_a_disagreeing_reference_or_formula_fails():
+    huber = next(loss for loss in LOSSES if loss.name == "huber")
+
+    def twice(y_true, y_pred, **params):
+        loss, grad = run_gpu.reference.huber(y_true, y_pred, **params)
+        return 2 * loss, grad
+
+    rows = run_gpu.check_references([huber._replace(references={"twice": twice})], True)
+    assert rows and rows[0]["passed"] is False
+    wrong = huber._replace(analytic=lambda ops, t, p, values: (np.zeros(p.shape[:-1]), np.zeros(p.shape)))
+    rows = run_gpu.check_formulas([wrong], [run_gpu.numpy_provider()], True)
+    assert rows and rows[0]["passed"] is False
 
 
 def test_without_a_gpu_the_real_run_refuses_plainly():
-    environment = {key: value for key, value in os.environ.items() if key != "NUMBA_ENABLE_CUDASIM"}
-    result = subprocess.run([sys.executable, str(SCRIPT)], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, str(SCRIPT)], cwd=ROOT, env=without_simulator(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "No CUDA GPU that numba-cuda can use here: nothing checked" in result.stdout
