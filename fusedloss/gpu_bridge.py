@@ -163,6 +163,15 @@ def wanted(y_pred):
     return on_gpu(device) and backend(device) == "cuda"
 
 
+def has_kernel(loss_name):
+    """Whether ``kernels.cuda`` has a launcher for ``loss_name``. The softmax
+    cross-entropies have CPU kernels only so far: on a GPU they take the host path
+    (TensorFlow copies their inputs and outputs)."""
+    from .kernels import cuda
+
+    return hasattr(cuda, loss_name)
+
+
 def forward(loss_name, params, y_true, y_pred, reduced_axes=1, expected_upstream="ones"):
     """``(loss, grad)`` of ``kernels.cuda.<loss_name>`` as a TensorFlow op on the GPU.
 

@@ -152,7 +152,7 @@ def _call_kernel(loss_name, params, reduced_axes, with_grad, expected_upstream, 
     """The kernel as a TF op, with static output shapes: on the tensors' GPU through
     ``gpu_bridge`` (which always computes the gradient), else ``tf.numpy_function``
     around ``_run_kernel`` on the host."""
-    if gpu_bridge.wanted(y_pred):
+    if gpu_bridge.wanted(y_pred) and gpu_bridge.has_kernel(loss_name):
         outputs = list(gpu_bridge.forward(loss_name, params, y_true, y_pred, reduced_axes, expected_upstream))
     else:
         outputs = tf.numpy_function(
