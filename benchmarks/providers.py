@@ -7,6 +7,9 @@
 - ``kernel``: the bare CPU launcher, NumPy in, NumPy out, into reused output buffers:
   the bridge's lower bound. Under reduction ``mean`` it writes the gradient of the mean
   (``grad_scale = 1 / n``), as the bridge's forward does.
+- ``fusedloss-xla``: the functional op inside ``tf.function(jit_compile=True)``, where
+  fusedloss runs its TensorFlow-ops path (the formula and its derived slope in one
+  ``tf.custom_gradient`` forward, which XLA fuses): compare with ``tf-xla``.
 - ``tf-eager``, ``tf-function``, ``tf-xla``: the native TensorFlow equivalent, eagerly,
   in ``tf.function`` and in ``tf.function(jit_compile=True)``.
 
@@ -20,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-PROVIDERS = ("fusedloss", "bridge", "kernel", "tf-eager", "tf-function", "tf-xla")
+PROVIDERS = ("fusedloss", "bridge", "kernel", "fusedloss-xla", "tf-eager", "tf-function", "tf-xla")
 NATIVE_PROVIDERS = ("tf-eager", "tf-function", "tf-xla")
 MODES = ("fwd", "fwd+bwd")
 
@@ -59,7 +62,7 @@ def _tf_results(mode):
 def _prepare_tf(provider, spec, mode, reduction, y_true, y_pred, params):
     import fusedloss
 
-    if provider in ("fusedloss", "bridge"):
+    if provider in ("fusedloss", "bridge", "fusedloss-xla"):
         op = getattr(fusedloss, spec.name)
 
         def loss_fn(t, p):
@@ -75,9 +78,9 @@ def _prepare_tf(provider, spec, mode, reduction, y_true, y_pred, params):
     if provider == "tf-eager":
         function = body
     else:
-        function = tf.function(body, jit_compile=provider == "tf-xla")
+        function = tf.function(body, jit_compile=provider in ("tf-xla", "fusedloss-xla"))
     y_true, y_pred = tf.constant(y_true), tf.constant(y_pred)
-    path = "native"
+    path = "native" if provider != "fusedloss-xla" else "tf-ops"
     if provider in ("fusedloss", "bridge"):
         # Traced now (for "bridge" with the threshold at 0); later calls reuse the trace.
         previous = fusedloss.set_min_fused_size(0) if provider == "bridge" else None
@@ -100,7 +103,10 @@ def _prepare_kernel(spec, mode, reduction, y_true, y_pred, params):
     from fusedloss.kernels import cpu
     from fusedloss.kernels.layout import grad_scale
 
-    launcher = getattr(cpu, spec.name)
+    from .specs import kernel_params
+
+    launcher = getattr(cpu, spec.kernel_name)
+    params = kernel_params(spec, params)
     options = {"with_grad": mode == "fwd+bwd"}
     loss_out, grad_out = launcher(y_true, y_pred, *params, **options)
     expected_upstream = "mean" if reduction == "mean" else "ones"

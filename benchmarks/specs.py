@@ -15,6 +15,7 @@ import math
 from typing import Callable, NamedTuple
 
 import numpy as np
+import keras
 import tensorflow as tf
 
 from .fit import FitBudget
@@ -47,6 +48,13 @@ class LossSpec(NamedTuple):
     make_inputs: Callable
     # Looser than TOLERANCES where the loss's math justifies it (e.g. approximated exp).
     tolerance: dict = {}
+    # The registered kernel's name where it is not ``name`` (a variant of static
+    # parameters, e.g. "binary_crossentropy[from_logits=True][axis=-1]").
+    kernel: str = ""
+
+    @property
+    def kernel_name(self):
+        return self.kernel or self.name
 
 
 # ---------------------------------------------------------------------------------
@@ -120,6 +128,44 @@ def embedding_contrastive_inputs(rng, shape, dtype):
     return y_true.astype(dtype), pairs.astype(dtype), (1.5,)
 
 
+def _keras_native(function, **kwargs):
+    def native(y_true, y_pred, *params):
+        return function(y_true, y_pred, **kwargs)
+
+    native.__name__ = function.__name__
+    return native
+
+
+def regression_inputs(rng, shape, dtype):
+    y_true, y_pred, _ = huber_inputs(rng, shape, dtype)
+    return y_true, y_pred, ()
+
+
+def positive_inputs(rng, shape, dtype):
+    return rng.exponential(size=shape).astype(dtype), (0.05 + rng.exponential(size=shape)).astype(dtype), ()
+
+
+def distribution_inputs(rng, shape, dtype):
+    y_true = rng.dirichlet(np.ones(shape[-1]), size=shape[:-1])
+    y_pred = 0.6 * rng.dirichlet(np.ones(shape[-1]), size=shape[:-1]) + 0.4 / shape[-1]
+    return y_true.astype(dtype), y_pred.astype(dtype), ()
+
+
+def hinge_inputs(rng, shape, dtype):
+    y_true = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+    return y_true.astype(dtype), (1.5 * rng.standard_normal(shape)).astype(dtype), ()
+
+
+def logit_inputs(rng, shape, dtype, *params):
+    y_true = rng.random(shape) < 0.5
+    return y_true.astype(dtype), (3.0 * rng.standard_normal(shape)).astype(dtype), params
+
+
+def pseudo_huber_native(y_true, y_pred, delta):
+    return tf.reduce_mean(delta**2 * (tf.sqrt(1.0 + tf.square((y_pred - y_true) / delta)) - 1.0), axis=-1)
+
+
+KERAS = keras.losses
 LOSSES = (
     LossSpec("huber", "Huber", native_huber, rows_of, huber_inputs),
     LossSpec(
@@ -139,6 +185,35 @@ LOSSES = (
         pairs_of,
         embedding_contrastive_inputs,
     ),
+    # The Keras drop-ins: native is Keras's own loss function.
+    LossSpec("mean_squared_error", "MeanSquaredError", _keras_native(KERAS.mean_squared_error), rows_of, regression_inputs),
+    LossSpec("mean_absolute_error", "MeanAbsoluteError", _keras_native(KERAS.mean_absolute_error), rows_of, regression_inputs),
+    LossSpec(
+        "mean_absolute_percentage_error", "MeanAbsolutePercentageError",
+        _keras_native(KERAS.mean_absolute_percentage_error), rows_of, regression_inputs,
+    ),
+    LossSpec(
+        "mean_squared_logarithmic_error", "MeanSquaredLogarithmicError",
+        _keras_native(KERAS.mean_squared_logarithmic_error), rows_of, positive_inputs,
+    ),
+    LossSpec("log_cosh", "LogCosh", _keras_native(KERAS.log_cosh), rows_of, regression_inputs),
+    LossSpec("pseudo_huber", "PseudoHuber", pseudo_huber_native, rows_of,
+             lambda rng, shape, dtype: (*regression_inputs(rng, shape, dtype)[:2], (1.0,))),
+    LossSpec("hinge", "Hinge", _keras_native(KERAS.hinge), rows_of, hinge_inputs),
+    LossSpec("squared_hinge", "SquaredHinge", _keras_native(KERAS.squared_hinge), rows_of, hinge_inputs),
+    LossSpec("poisson", "Poisson", _keras_native(KERAS.poisson), rows_of, positive_inputs),
+    LossSpec("kl_divergence", "KLDivergence", _keras_native(KERAS.kl_divergence), rows_of, distribution_inputs),
+    LossSpec(
+        "binary_crossentropy", "BinaryCrossentropy", _keras_native(KERAS.binary_crossentropy, from_logits=True),
+        rows_of, lambda rng, shape, dtype: logit_inputs(rng, shape, dtype, True, 0.0, -1),
+        kernel="binary_crossentropy[from_logits=True][axis=-1]",
+    ),
+    LossSpec(
+        "binary_focal_crossentropy", "BinaryFocalCrossentropy",
+        _keras_native(KERAS.binary_focal_crossentropy, from_logits=True), rows_of,
+        lambda rng, shape, dtype: logit_inputs(rng, shape, dtype, False, 0.25, 2.0, True, 0.0, -1),
+        kernel="binary_focal_crossentropy[apply_class_balancing=False][from_logits=True][axis=-1]",
+    ),
 )
 
 LOSSES_BY_NAME = {spec.name: spec for spec in LOSSES}
@@ -151,15 +226,54 @@ def tolerance(spec, dtype):
 def missing_parts(spec):
     """What ``fusedloss`` lacks to benchmark ``spec``, as dotted names; empty when none."""
     import fusedloss
-    from fusedloss.kernels import cpu, reference
+    from fusedloss.kernels import cpu
 
+    definition = getattr(getattr(fusedloss, spec.class_name, None), "definition", None)
+    if definition is not None and spec.kernel:
+        definition.traced(definition.static_key(definition.check(_named(definition, spec))))  # registers the kernel
     wanted = (
         (fusedloss, "fusedloss", spec.name),
         (fusedloss, "fusedloss", spec.class_name),
-        (cpu, "fusedloss.kernels.cpu", spec.name),
-        (reference, "fusedloss.kernels.reference", spec.name),
+        (cpu, "fusedloss.kernels.cpu", spec.kernel_name),
     )
-    return [f"{module_name}.{attribute}" for module, module_name, attribute in wanted if not hasattr(module, attribute)]
+    missing = [f"{module_name}.{attribute}" for module, module_name, attribute in wanted if not hasattr(module, attribute)]
+    if not missing and reference_for(spec) is None:
+        missing.append(f"fusedloss.kernels.reference.{spec.name}")
+    return missing
+
+
+def _named(definition, spec):
+    _, _, params = spec.make_inputs(np.random.default_rng(0), (1, 2), np.dtype("float64"))
+    return dict(zip(definition.parameters, params))
+
+
+def kernel_params(spec, params):
+    """The CPU launcher's parameters: the numeric ones (static ones chose the kernel)."""
+    import fusedloss
+
+    definition = getattr(getattr(fusedloss, spec.class_name, None), "definition", None)
+    if definition is None:
+        return params
+    return tuple(value for name, value in zip(definition.parameters, params) if name in definition.numeric)
+
+
+def reference_for(spec):
+    """``(y_true, y_pred, *params) -> (loss, gradient of its sum)`` in float64: the
+    hand-written ``fusedloss.kernels.reference.<name>``, else the definition's own
+    (the formula as TensorFlow ops, differentiated by TensorFlow's autodiff)."""
+    import fusedloss
+    from fusedloss.kernels import reference
+
+    if hasattr(reference, spec.name):
+        return getattr(reference, spec.name)
+    definition = getattr(getattr(fusedloss, spec.class_name, None), "definition", None)
+    if definition is None:
+        return None
+
+    def from_definition(y_true, y_pred, *params):
+        return definition.reference(y_true, y_pred, **dict(zip(definition.parameters, params)))
+
+    return from_definition
 
 
 # ---------------------------------------------------------------------------------

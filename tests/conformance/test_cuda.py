@@ -94,5 +94,7 @@ def test_every_row_compiles_to_ptx_and_float32_stays_float32():
             name = kernel_name(row, variant)[0].replace(" ", "")
             for with_grad in ("True", "False"):
                 assert (name, "float64", with_grad) in compiled, name
+                if "ptx_float32" in row.skips:
+                    continue
                 # float64 multiplies, FMAs, divisions...: only the row sum's one scaling by 1 / n
                 assert compiled[(name, "float32", with_grad)] <= 1, (name, with_grad, compiled[(name, "float32", with_grad)])
