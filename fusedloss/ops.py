@@ -315,6 +315,14 @@ def _contrastive_values(y_true, distance, margin):
     return y_true * distance * distance + (1 - y_true) * tf.square(hinge)
 
 
+def check_label_smoothing(label_smoothing):
+    """``label_smoothing`` as a float in [0, 1], or ``ValueError`` naming it."""
+    number = check_parameter("label_smoothing", label_smoothing, minimum=0.0, inclusive=True)
+    if number > 1.0:
+        raise ValueError(f"label_smoothing must be finite and in [0, 1], got {label_smoothing!r}")
+    return number
+
+
 def check_margin(margin):
     """``margin`` as a float: finite and >= 0 (0 is allowed: dissimilar pairs at any
     distance >= 0 then cost nothing), else ``ValueError``."""

@@ -29,6 +29,7 @@ _F32_NAN = np.float32(np.nan)
 _F32_SMALLEST_NORMAL = np.float32(2.0**-126)
 _F32_TWO_23 = np.float32(2.0**23)
 _F32_23_LN2 = np.float32(23.0 * math.log(2.0))
+_LN2 = math.log(2.0)  # a constant, not a call the GPU would make in float64
 _ROUNDING_SHIFTER = np.float32(12582912.0)
 # Below this |x|, expm1 is its Taylor polynomial (degree 8: truncation < 2.1e-10 relative).
 _F32_EXPM1_SERIES = np.float32(0.34657359)
@@ -160,7 +161,7 @@ def _log_cosh(x):
     a = abs(x)
     m = _expm1(a)
     near = _log1p(m * m / (_like(x, 2.0) + _like(x, 2.0) * m))
-    far = a + _log1p_of_exp_of_minus_abs(_like(x, 2.0) * a) - _like(x, math.log(2.0))
+    far = a + _log1p_of_exp_of_minus_abs(_like(x, 2.0) * a) - _like(x, _LN2)
     return near if a <= _like(x, 1.0) else far
 
 
