@@ -258,9 +258,7 @@ ROWS = (
     Row("log_cosh", fusedloss.LogCosh, (Variant({}),), keras_reference(keras.losses.LogCosh), errors,
         keras=keras.losses.LogCosh,
         skips={"nan_inf y_pred=-inf": "Keras's e + softplus(-2e) - log 2 is NaN at e = -inf; fusedloss's "
-               "log_cosh gives +inf, its limit (as Keras does at e = +inf)",
-               "ptx_float32": "KNOWN DEFECT to fix in kernels/primitives.py: the float32 CUDA kernel of "
-               "log_cosh (its tanh slope) computes in float64 (17 fma.rn.f64, rcp.f64 in the PTX)"},
+               "log_cosh gives +inf, its limit (as Keras does at e = +inf)"},
         # Keras's float64 log_cosh subtracts log(2) rounded to float32 (ops.log(2.0) is
         # float32): 1.9e-9 per element off the exact value fusedloss computes.
         tolerance={"float64": Tolerance(rtol=1e-10, atol=1e-8)}),
