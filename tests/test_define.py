@@ -231,3 +231,17 @@ def test_cache_key_changes_with_the_formula(tmp_path, monkeypatch):
     first, second = cpu.element_module("key_one"), cpu.element_module("key_two")
     assert first.__file__ != second.__file__
     assert os.path.dirname(first.__file__) == str(tmp_path / "kernels")
+
+
+def test_float32_power_follows_c_pow_in_its_special_cases():
+    from numba import njit
+
+    from fusedloss.kernels import primitives
+
+    power = njit(fastmath={"contract"})(primitives._pow)
+    cases = [(2.0, 3.0), (-2.0, 3.0), (-2.0, 2.0), (-2.0, 0.5), (0.0, 2.0), (0.0, -1.0), (0.0, 0.0), (0.3, 2.5),
+             (5.0, -1.5), (-1.5, 1e8), (-3.0, -1.0)]
+    got = [power(np.float32(a), np.float32(b)) for a, b in cases]
+    with np.errstate(all="ignore"):
+        want = [np.float32(a) ** np.float32(b) for a, b in cases]
+    np.testing.assert_allclose(got, want, rtol=3e-7)

@@ -194,19 +194,19 @@ def _pow(a, b):
     if isinstance(a, np.float32):
         magnitude = abs(a)
         result = exp_float32(b * log_float32(magnitude))
-        if magnitude == _F32_ZERO:
-            result = _F32_ZERO if b > _F32_ZERO else _F32_INF
         # Integer tests by rounding (adding and removing 1.5 * 2^23, exact without
         # "reassoc"); every float32 of magnitude >= 2^23 is an integer, taken as even.
+        # Written with & and | (no short-circuit branches), so a loop over it vectorises.
         big = abs(b) >= _F32_TWO_23
-        whole = big or (b + _ROUNDING_SHIFTER) - _ROUNDING_SHIFTER == b
+        whole = big | ((b + _ROUNDING_SHIFTER) - _ROUNDING_SHIFTER == b)
         half = b * np.float32(0.5)
-        odd = whole and not big and (half + _ROUNDING_SHIFTER) - _ROUNDING_SHIFTER != half
-        if a < _F32_ZERO:
-            result = (-result if odd else result) if whole else _F32_NAN
-        if b == _F32_ZERO:
-            result = _F32_ONE
-        return result
+        odd = whole & (not big) & ((half + _ROUNDING_SHIFTER) - _ROUNDING_SHIFTER != half)
+        zero_base = _F32_ZERO if b > _F32_ZERO else _F32_INF
+        result = zero_base if magnitude == _F32_ZERO else result
+        signed = -result if odd else result
+        negative_base = signed if whole else _F32_NAN
+        result = negative_base if a < _F32_ZERO else result
+        return _F32_ONE if b == _F32_ZERO else result
     return a**b
 
 
