@@ -105,7 +105,8 @@ def test_every_kernel_compiles_to_ptx():
     script = textwrap.dedent(
         """
         from fusedloss.kernels import cuda
-        for (name, dtype, with_grad), ptx in sorted(cuda.compile_all_ptx().items()):
+        # Huber's here; every loss's in tests/conformance/test_cuda.py.
+        for (name, dtype, with_grad), ptx in sorted(cuda.compile_all_ptx(names=("huber",)).items()):
             assert ".entry" in ptx and ".target sm_80" in ptx, (name, dtype)
             print(name, dtype, with_grad, "ok")
         """
