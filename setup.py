@@ -28,6 +28,10 @@ setup(
             TENSORFLOW_CPU,
             "numba-cuda[cu13]>=0.30",
             "pytest>=8",
+            # Tests run in one process per core: numba compiles most of the suite's time,
+            # one kernel at a time, and a kernel one worker compiled the other loads from
+            # the cache on disk.
+            "pytest-xdist>=3",
             "hypothesis>=6.100",
             "pytest-benchmark>=4",
             "matplotlib>=3.8",

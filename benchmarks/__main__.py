@@ -217,6 +217,11 @@ def main(argv=None):
     arguments.output.mkdir(parents=True, exist_ok=True)
     name = run_name(arguments)
     json_path = arguments.output / f"{name}.json"
+    # The main job is a run of its own, never an xdist worker: pytest-benchmark would
+    # disable itself on seeing an inherited PYTEST_XDIST_WORKER (the smoke test runs it
+    # from inside a parallel test run).
+    for key in [key for key in os.environ if key.startswith("PYTEST_XDIST")]:
+        del os.environ[key]
     plugin = ProgressPlugin(console)
     console.print(f"[bold]fusedloss CPU benchmarks[/], {arguments.mode} run -> {arguments.output}/")
     exit_code = pytest.main(

@@ -44,6 +44,7 @@ import contextlib
 import ctypes
 import functools
 import math
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -186,7 +187,7 @@ def forward(loss_name, params, y_true, y_pred, reduced_axes=1, expected_upstream
             functools.partial(_run_on_device, loss_name, params, reduced_axes, expected_upstream),
             [y_true, y_pred],
             [y_pred.dtype, y_pred.dtype],
-            name=f"fused_{loss_name}_gpu",
+            name="fused_" + re.sub(r"[^A-Za-z0-9_.-]", "_", loss_name) + "_gpu",  # static variants have brackets
         )
 
 

@@ -20,7 +20,7 @@ from fusedloss.kernels import cpu
 
 
 @fl.elementwise_loss
-def ProfitCost(y_true, y_pred, cost=1.0, profit=99.0):
+def AsymmetricCost(y_true, y_pred, cost=1.0, profit=99.0):
     """Over-prediction costs ``cost`` per unit, under-prediction loses ``profit``."""
     return fm.where(y_pred > y_true, cost * (y_pred - y_true), profit * (y_true - y_pred))
 
@@ -106,28 +106,28 @@ def test_default_violating_a_constraint_fails_when_defined():
 ])
 def test_bad_parameter_fails_at_construction_naming_it(value, message):
     with pytest.raises(ValueError, match=message):
-        ProfitCost(cost=value)
+        AsymmetricCost(cost=value)
 
 
 def test_unknown_parameter_is_a_type_error():
     with pytest.raises(TypeError):
-        ProfitCost(costs=1.0)
+        AsymmetricCost(costs=1.0)
 
 
 # -- the user-facing class --------------------------------------------------------
 
 
 def test_user_loss_class_behaves_like_a_keras_loss():
-    loss = ProfitCost(2.0, profit=5.0, reduction="sum", name="profit")
+    loss = AsymmetricCost(2.0, profit=5.0, reduction="sum", name="profit")
     assert loss.get_config() == {"name": "profit", "reduction": "sum", "dtype": None, "cost": 2.0, "profit": 5.0}
-    assert ProfitCost.from_config(loss.get_config()).get_config() == loss.get_config()
+    assert AsymmetricCost.from_config(loss.get_config()).get_config() == loss.get_config()
     y_true = np.array([[1.0, 2.0], [0.0, 0.0]], np.float32)
     y_pred = np.array([[2.0, 1.0], [1.0, -3.0]], np.float32)
     # per element: over 2*1, under 5*1 ; over 2*1, under 5*3
     np.testing.assert_allclose(float(loss(y_true, y_pred)), (2 + 5) / 2 + (2 + 15) / 2, rtol=1e-6)
-    per_sample = ProfitCost.per_sample(y_true, y_pred, cost=2.0, profit=5.0)
+    per_sample = AsymmetricCost.per_sample(y_true, y_pred, cost=2.0, profit=5.0)
     np.testing.assert_allclose(per_sample.numpy(), [3.5, 8.5], rtol=1e-6)
-    assert keras_registered("Custom>ProfitCost") is ProfitCost
+    assert keras_registered("Custom>AsymmetricCost") is AsymmetricCost
 
 
 def keras_registered(name):

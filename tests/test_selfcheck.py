@@ -64,6 +64,15 @@ def verdicts(output):
     return table
 
 
+@pytest.fixture(autouse=True)
+def a_few_losses(monkeypatch):
+    """The checks of three losses (one elementwise, one with a static variant, the pairs):
+    each check of every loss costs seconds, and what is tested here is the checking."""
+    every = selfcheck._fused_losses
+    wanted = ("huber", "binary_crossentropy[from_logits=False][axis=-1]", "embedding_contrastive")
+    monkeypatch.setattr(selfcheck, "_fused_losses", lambda: {k: v for k, v in every().items() if k in wanted})
+
+
 def test_every_check_passes_when_the_bridge_works(cpu_as_gpu, capsys):
     assert selfcheck.main() == selfcheck.PASSED
     table = verdicts(capsys.readouterr().out)
