@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import numba
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -175,8 +176,12 @@ def test_generated_float32_kernel_stays_float32_calls_no_libm_and_vectorises():
     want_loss, want_grad = EveryPrimitive.definition.reference(y_true, y_pred, a=0.5)
     np.testing.assert_allclose(loss, want_loss, rtol=2e-6)
     np.testing.assert_allclose(grad, want_grad, rtol=2e-5, atol=1e-7)
-    rows = cpu.element_module("every_primitive").rows
-    signature = [s for s in rows.signatures if "float32" in str(s[1]) and "none" not in str(s[-1]).lower()][0]
+    cached = cpu.element_module("every_primitive").rows
+    signature = [s for s in cached.signatures if "float32" in str(s[1]) and "none" not in str(s[-1]).lower()][0]
+    # numba cannot inspect code it loaded from its on-disk cache (another worker or an
+    # earlier run may have written it), so the same function is compiled afresh here.
+    rows = numba.njit(parallel=True, fastmath=cpu.FASTMATH, error_model="numpy")(cached.py_func)
+    rows.compile(signature)
     assembly = rows.inspect_asm(signature)
     libm = {"exp", "expf", "log", "logf", "log1p", "log1pf", "expm1", "expm1f", "tanh", "tanhf", "pow", "powf"}
     called = {line.split()[-1].strip("@*") for line in assembly.splitlines() if "call" in line.split()[:1]}
