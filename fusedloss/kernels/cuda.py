@@ -34,6 +34,7 @@ import numba
 import numpy as np
 from numba import cuda
 from numba.cuda.cudadrv.devicearray import is_cuda_ndarray
+from numba.cuda import libdevice
 from numba.cuda.extending import overload, register_jitable
 from numba.cuda.extending import types as numba_types
 
@@ -496,6 +497,13 @@ for _helper in (
     scalar_math._log_float32,
 ):
     register_jitable(_helper)
+
+
+@overload(primitives._floor, inline="always")
+def _floor(x):
+    if x == numba_types.float32:
+        return lambda x: libdevice.floorf(x)
+    return lambda x: libdevice.floor(x)
 
 
 @overload(scalar_math._class_weight, inline="always")

@@ -187,26 +187,35 @@ def _clip(x, low, high):
     return _maximum(_minimum(x, high), low)
 
 
+def _floor(x):
+    """``floor(x)`` as a float of ``x``'s type: exact at any fastmath flags. The GPU
+    compiles libdevice's ``floor`` in its place (NumPy's ufunc has no CUDA lowering)."""
+    return np.floor(x)
+
+
 def _pow(a, b):
     """``a ** b``. Float32: ``exp(b log|a|)`` with the sign and special cases of C's
-    ``pow`` (a negative base needs an integer exponent), so that it vectorises;
-    float64: libm's ``pow``."""
+    ``pow`` (a negative finite base needs an integer exponent; ``1 ** b`` and ``a ** 0``
+    are 1, NaN included; ``(-1) ** inf`` is 1), so that it vectorises; float64: libm's
+    ``pow``. The CPU compiles it inline into the row loop, under the loop's fastmath
+    flags, so nothing here relies on the rounding of a particular order of operations:
+    integers are tested with ``floor`` (exact at any flags)."""
     if isinstance(a, np.float32):
         magnitude = abs(a)
         result = exp_float32(b * log_float32(magnitude))
-        # Integer tests by rounding (adding and removing 1.5 * 2^23, exact without
-        # "reassoc"); every float32 of magnitude >= 2^23 is an integer, taken as even.
         # Written with & and | (no short-circuit branches), so a loop over it vectorises.
-        big = abs(b) >= _F32_TWO_23
-        whole = big | ((b + _ROUNDING_SHIFTER) - _ROUNDING_SHIFTER == b)
+        whole = _floor(b) == b
         half = b * np.float32(0.5)
-        odd = whole & (not big) & ((half + _ROUNDING_SHIFTER) - _ROUNDING_SHIFTER != half)
+        odd = whole & (_floor(half) != half)
         zero_base = _F32_ZERO if b > _F32_ZERO else _F32_INF
         result = zero_base if magnitude == _F32_ZERO else result
         signed = -result if odd else result
-        negative_base = signed if whole else _F32_NAN
+        # A negative finite base with a fractional exponent has no real power; -inf has
+        # the magnitude's (inf above 0, 0 below).
+        negative_base = signed if whole else (result if a == -_F32_INF else _F32_NAN)
         result = negative_base if a < _F32_ZERO else result
-        return _F32_ONE if b == _F32_ZERO else result
+        one = (a == _F32_ONE) | (b == _F32_ZERO) | ((magnitude == _F32_ONE) & (abs(b) == _F32_INF))
+        return _F32_ONE if one else result
     return a**b
 
 
