@@ -66,12 +66,15 @@ PTX_SCRIPT = textwrap.dedent(
     from fusedloss.kernels import cuda
     from tests.conformance.table import ROWS
     from tests.conformance.test_cuda import kernel_name
-    names = {kernel_name(row, variant)[0] for row in ROWS for variant in row.variants}
-    for (name, dtype, with_grad), ptx in sorted(cuda.compile_all_ptx(names=names).items()):
+    # Every kernel of the package in one child process (one import, one NVVM): the
+    # table's rows, the hand-written ones (the embedding pairs) and add_chunks.
+    names = {kernel_name(row, variant)[0] for row in ROWS for variant in row.variants} | set(cuda.PTX_KERNELS)
+    for (name, dtype, with_grad), ptx in sorted(cuda.compile_all_ptx(names=names).items(), key=str):
         lines = [line.strip() for line in ptx.splitlines()]
         f64 = sum(1 for line in lines if line.split(".")[0] in ("mul", "fma", "div", "sqrt", "ex2", "lg2", "rcp")
                   and ".f64" in line)
-        print("PTX", name.replace(" ", ""), dtype, with_grad, f64)
+        print("PTX", name.replace(" ", ""), dtype, with_grad, f64, ptx.count(".entry"), ".target sm_80" in ptx,
+              "bar.sync" in ptx)
     """
 )
 
@@ -84,17 +87,27 @@ def test_every_row_compiles_to_ptx_and_float32_stays_float32():
         pytest.skip("no NVVM here: install numba-cuda[cu12] or [cu13] (the test extra does)")
     result = subprocess.run([sys.executable, "-c", PTX_SCRIPT], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    compiled = {}
+    compiled, shapes = {}, {}
     for line in result.stdout.splitlines():
         if line.startswith("PTX "):
-            _, name, dtype, with_grad, f64 = line.split()
+            _, name, dtype, with_grad, f64, entries, sm_80, synchronises = line.split()
             compiled[(name, dtype, with_grad)] = int(f64)
+            shapes[(name, dtype, with_grad)] = (int(entries), sm_80 == "True", synchronises == "True")
     for row in ROWS:
         for variant in row.variants:
             name = kernel_name(row, variant)[0].replace(" ", "")
             for with_grad in ("True", "False"):
                 assert (name, "float64", with_grad) in compiled, name
+                for dtype in ("float32", "float64"):
+                    # one kernel for the target GPU; its rows reduced in shared memory
+                    assert shapes[(name, dtype, with_grad)] == (1, True, True), (name, dtype, with_grad)
                 if "ptx_float32" in row.skips:
                     continue
                 # float64 multiplies, FMAs, divisions...: only the row sum's one scaling by 1 / n
                 assert compiled[(name, "float32", with_grad)] <= 1, (name, with_grad, compiled[(name, "float32", with_grad)])
+    for dtype in ("float32", "float64"):
+        for with_grad in ("True", "False"):
+            assert shapes[("embedding_contrastive", dtype, with_grad)] == (1, True, True)
+        # adding split rows' chunks needs no synchronisation
+        assert shapes[("add_chunks", dtype, "None")] == (1, True, False)
+    assert compiled[("embedding_contrastive", "float64", "True")] > 10
