@@ -8,8 +8,6 @@ import tensorflow as tf
 
 import fusedloss
 
-REDUCTIONS = ["sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None]
-
 
 class TFWeightedCrossEntropy(keras.losses.Loss):
     """The reference: the same loss from TensorFlow's op, Keras doing the rest."""
@@ -30,23 +28,6 @@ def random_batch(shape=(12, 7), seed=0):
     logits = (3.0 * rng.normal(size=shape)).astype(np.float32)
     sample_weight = rng.uniform(0.0, 2.0, size=shape[0]).astype(np.float32)
     return y_true, logits, sample_weight
-
-
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("weighted", [False, True])
-def test_matches_the_tensorflow_op_for_every_reduction(reduction, weighted):
-    y_true, logits, sample_weight = random_batch()
-    weight = sample_weight if weighted else None
-    pos_weight = [0.5, 1.0, 2.0, 3.0, 1.0, 4.0, 0.0]
-    fused = fusedloss.WeightedSigmoidCrossEntropy(pos_weight, 0.1, reduction=reduction)
-    native = TFWeightedCrossEntropy(pos_weight, 0.1, reduction=reduction)
-    logits = tf.constant(logits)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(logits)
-        fused_loss = fused(y_true, logits, sample_weight=weight)
-        native_loss = native(y_true, logits, sample_weight=weight)
-    np.testing.assert_allclose(fused_loss, native_loss, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(tape.gradient(fused_loss, logits), tape.gradient(native_loss, logits), rtol=1e-5, atol=1e-7)
 
 
 def test_rank_3_with_mask_like_weights():
@@ -121,16 +102,6 @@ def train(loss, epochs=4):
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss)
     history = model.fit(x, y, sample_weight=sample_weight, batch_size=20, epochs=epochs, shuffle=False, verbose=0)
     return history.history["loss"], model.get_weights()
-
-
-def test_fit_matches_the_tensorflow_op():
-    pos_weight, smoothing = [0.5, 2.0, 4.0], 0.05
-    fused_losses, fused_weights = train(fusedloss.WeightedSigmoidCrossEntropy(pos_weight, smoothing))
-    native_losses, native_weights = train(TFWeightedCrossEntropy(pos_weight, smoothing))
-    np.testing.assert_allclose(fused_losses, native_losses, rtol=1e-5)
-    assert fused_losses[-1] < fused_losses[0]  # it did train
-    for fused, native in zip(fused_weights, native_weights):
-        np.testing.assert_allclose(fused, native, rtol=1e-4, atol=1e-6)
 
 
 def test_saved_model_loads_with_its_fused_loss_and_keeps_training(tmp_path):

@@ -9,8 +9,6 @@ import pytest
 import tensorflow as tf
 
 import fusedloss
-from fusedloss import ops
-from fusedloss.kernels import reference
 
 
 class Case(NamedTuple):
@@ -40,43 +38,6 @@ def value_and_gradient(loss_fn, y_true, y_pred, scale=1.0):
         tape.watch(y_pred)
         loss = scale * loss_fn(y_true, y_pred)
     return loss, tape.gradient(loss, y_pred)
-
-
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.shape}-{c.dtype.name}")
-@pytest.mark.parametrize("scale", [1.0, 2.0], ids=["upstream-1", "upstream-2"])
-def test_huber_matches_keras_values_and_gradients(case, scale):
-    y_true, y_pred = random_pair(case.shape, case.dtype)
-    fused_loss, fused_grad = value_and_gradient(lambda t, p: fusedloss.huber(t, p, 1.5), y_true, y_pred, scale)
-    keras_loss, keras_grad = value_and_gradient(lambda t, p: keras.losses.huber(t, p, 1.5), y_true, y_pred, scale)
-    assert fused_loss.shape == keras_loss.shape == case.shape[:-1]
-    assert fused_loss.dtype == fused_grad.dtype == case.dtype
-    np.testing.assert_allclose(fused_loss, keras_loss, rtol=case.rtol, atol=case.atol)
-    np.testing.assert_allclose(fused_grad, keras_grad, rtol=case.rtol, atol=case.atol)
-    want_loss, want_grad = reference.huber(y_true.numpy(), y_pred.numpy(), 1.5)
-    np.testing.assert_allclose(fused_loss, scale * want_loss, rtol=case.rtol, atol=case.atol)
-    np.testing.assert_allclose(fused_grad, scale * want_grad, rtol=case.rtol, atol=case.atol)
-
-
-def test_non_uniform_upstream_gradient():
-    y_true, y_pred = random_pair((6, 9), tf.float64)
-    weights = tf.constant(np.arange(6.0) - 2.0, tf.float64)
-    fused = value_and_gradient(lambda t, p: tf.reduce_sum(weights * fusedloss.huber(t, p, 0.7)), y_true, y_pred)
-    native = value_and_gradient(lambda t, p: tf.reduce_sum(weights * keras.losses.huber(t, p, 0.7)), y_true, y_pred)
-    np.testing.assert_allclose(fused[0], native[0], rtol=1e-12)
-    np.testing.assert_allclose(fused[1], native[1], rtol=1e-12, atol=1e-15)
-
-
-@pytest.mark.parametrize("shape", [(5,), (4, 7), (2, 3, 5)])
-def test_numeric_gradient_in_float64(shape):
-    # Points away from the kinks |e| = delta, where the derivative is continuous
-    # but the second derivative jumps and finite differences straddle it.
-    rng = np.random.default_rng(3)
-    y_true = tf.constant(rng.normal(size=shape))
-    errors = rng.choice([-1, 1], size=shape) * rng.uniform(0.1, 3.0, size=shape)
-    errors[np.abs(np.abs(errors) - 1.2) < 0.05] = 0.5
-    y_pred = y_true + errors
-    theoretical, numerical = tf.test.compute_gradient(lambda p: fusedloss.huber(y_true, p, 1.2), [y_pred], delta=1e-6)
-    np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-6, atol=1e-8)
 
 
 def test_graph_mode_keeps_static_shapes():
@@ -112,14 +73,6 @@ def test_inputs_are_never_written():
     tf.function(lambda t, p: value_and_gradient(fusedloss.huber, t, p))(y_true, y_pred)
     np.testing.assert_array_equal(y_true.numpy(), before[0])
     np.testing.assert_array_equal(y_pred.numpy(), before[1])
-
-
-def test_xla_uses_the_composite_with_the_same_values_and_gradients():
-    y_true, y_pred = random_pair((17, 23), tf.float32)
-    xla = tf.function(lambda t, p: value_and_gradient(lambda a, b: fusedloss.huber(a, b, 1.5), t, p), jit_compile=True)
-    fused = value_and_gradient(lambda a, b: fusedloss.huber(a, b, 1.5), y_true, y_pred)
-    for got, want in zip(xla(y_true, y_pred), fused):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------------
@@ -168,6 +121,8 @@ def test_rank_matching_follows_keras():
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_predictions_match_keras(bad):
+    # Huber's particular case: Keras's gradient is NaN at an infinite error, compared whole
+    # (the conformance suite compares gradients where the loss is finite)
     y_true = tf.zeros((3, 4))
     y_pred = tf.tensor_scatter_nd_update(tf.fill((3, 4), 0.5), [[1, 2]], [bad])
     fused = value_and_gradient(fusedloss.huber, y_true, y_pred)
@@ -183,16 +138,6 @@ def test_non_finite_labels_match_keras():
     native = value_and_gradient(keras.losses.huber, y_true, y_pred)
     np.testing.assert_allclose(fused[0], native[0], rtol=1e-6)
     np.testing.assert_allclose(fused[1], native[1], rtol=1e-6)
-
-
-def test_empty_batch_matches_keras():
-    y_true, y_pred = tf.zeros((0, 4)), tf.zeros((0, 4))
-    fused = value_and_gradient(fusedloss.huber, y_true, y_pred)
-    native = value_and_gradient(keras.losses.huber, y_true, y_pred)
-    assert fused[0].shape == native[0].shape == (0,)
-    assert fused[1].shape == native[1].shape == (0, 4)
-    # Keras returns the empty per-sample vector unreduced; so do we.
-    assert fusedloss.Huber()(y_true, y_pred).shape == keras.losses.Huber()(y_true, y_pred).shape == (0,)
 
 
 def test_batch_of_one():

@@ -8,7 +8,6 @@ import pytest
 import tensorflow as tf
 
 import fusedloss
-from fusedloss import ops
 from fusedloss.kernels import reference
 
 
@@ -91,20 +90,6 @@ def upstream_for(upstream, loss_shape, seed=1):
 
 
 @pytest.mark.parametrize("upstream", UPSTREAMS, ids=str)
-@pytest.mark.parametrize("case", DISTANCE_CASES, ids=str)
-def test_contrastive_matches_tf_ops(case, upstream):
-    labels, distances = distance_inputs(case.shape, case.dtype)
-    scale = upstream_for(upstream, case.shape[:-1])
-    if isinstance(scale, tf.Tensor):
-        scale = tf.cast(scale, case.dtype)
-    loss, grad = loss_and_grads(lambda y, d: fusedloss.contrastive(y, d, margin=1.5), labels, distances, scale)
-    expected_loss, expected_grad = loss_and_grads(lambda y, d: tf_contrastive(y, d, 1.5), labels, distances, scale)
-    assert loss.dtype == case.dtype.as_numpy_dtype and loss.shape == case.shape[:-1]
-    np.testing.assert_allclose(loss, expected_loss, rtol=case.rtol, atol=case.atol)
-    np.testing.assert_allclose(grad, expected_grad, rtol=case.rtol, atol=case.atol)
-
-
-@pytest.mark.parametrize("upstream", UPSTREAMS, ids=str)
 @pytest.mark.parametrize("case", PAIR_CASES, ids=str)
 def test_embedding_contrastive_matches_tf_ops(case, upstream):
     labels, pairs = pair_inputs(case.shape, case.dtype)
@@ -129,14 +114,6 @@ def test_both_match_the_float64_reference():
     expected_loss, expected_grad = reference.embedding_contrastive(labels, pairs, 0.75)
     np.testing.assert_allclose(loss, expected_loss, rtol=1e-13)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-13, atol=1e-16)
-
-
-def test_contrastive_gradient_is_the_numerical_one():
-    labels, distances = distance_inputs((4, 7), tf.float64)
-    theoretical, numerical = tf.test.compute_gradient(
-        lambda d: fusedloss.contrastive(labels, d, margin=1.5), [tf.constant(distances)]
-    )
-    np.testing.assert_allclose(theoretical[0], numerical[0], atol=1e-6)
 
 
 def test_embedding_contrastive_gradient_is_the_numerical_one():
@@ -257,16 +234,6 @@ def xla(loss_fn):
         return loss, tape.gradient(total, y_pred)
 
     return run
-
-
-@pytest.mark.parametrize("dtype", (tf.float32, tf.float64))
-def test_contrastive_under_xla_matches_the_fused_kernel(dtype):
-    labels, distances = distance_inputs((5, 1, 7), dtype)
-    upstream = tf.constant(2.0, dtype)
-    loss, grad = xla(lambda y, d: fusedloss.contrastive(y, d, 1.5))(labels, tf.constant(distances), upstream)
-    expected_loss, expected_grad = loss_and_grads(lambda y, d: fusedloss.contrastive(y, d, 1.5), labels, distances, 2.0)
-    np.testing.assert_allclose(loss, expected_loss, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", (tf.float32, tf.float64))
