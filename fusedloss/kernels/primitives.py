@@ -33,10 +33,13 @@ _LN2 = math.log(2.0)  # a constant, not a call the GPU would make in float64
 _ROUNDING_SHIFTER = np.float32(12582912.0)
 # Below this |x|, expm1 is its Taylor polynomial (degree 8: truncation < 2.1e-10 relative).
 _F32_EXPM1_SERIES = np.float32(0.34657359)
-# |k| <= 60 keeps 2^k and its products normal; |x| beyond 60 ln 2 takes exp(x) - 1
-# (which is then exp(x), or -1 to float32's precision).
-_EXPM1_K_LIMIT = np.float32(60.0)
-_EXPM1_REDUCED_LIMIT = np.float32(41.0)
+# k in [-60, 129]: the two halves of 2^k stay normal; beyond 129 (x > 89.4) the result
+# overflows to inf anyway, and below x = -41 expm1 is -1 to float32's precision.
+_EXPM1_K_LOW = np.float32(-60.0)
+_EXPM1_K_HIGH = np.float32(129.0)
+_EXPM1_K_SCALED = np.float32(25.0)
+_EXPM1_MINUS_ONE_BELOW = np.float32(-41.0)
+_F32_MINUS_ONE = np.float32(-1.0)
 _EXPM1_C = tuple(np.float32(1.0 / math.factorial(k)) for k in range(2, 9))
 
 
@@ -61,21 +64,30 @@ def log_float32(y):
 def expm1_float32(x):
     """``exp(x) - 1`` for a float32 ``x`` without calls.
 
-    Method: for ``|x| < ln(2) / 2`` its Taylor polynomial (degree 8, truncation below
-    2.1e-10 relative: no cancellation); beyond, ``x = k ln2 + r`` as in ``exp_float32``
-    (``|r| <= ln(2) / 2``, exact) and ``expm1(x) = 2^k expm1(r) + (2^k - 1)``, both terms
-    exact but for the one rounding of their sum. Far out, ``exp_float32(x) - 1``
-    (``inf`` above float32's range) and -1.
+    Method: ``x = k ln2 + r`` as in ``exp_float32`` (``|r| <= ln(2) / 2``, exact) and
+    ``expm1(x) = 2^k expm1(r) + (2^k - 1)``, both terms exact but for the one rounding
+    of their sum, ``expm1(r)`` a Taylor polynomial (degree 8, truncation below 2.1e-10
+    relative: no cancellation). Near 0 (``|x| < ln(2) / 2``) ``k = 0``, so the result is
+    the polynomial at ``x`` itself. ``2^k`` is applied as two halves, so that ``k`` up to
+    129 stays in range; from ``k = 25`` on the ``- 1`` is below rounding and the result
+    is ``2^k (expm1(r) + 1)``, finite up to float32's largest; below ``x = -41``, -1.
+    One polynomial and no call in the code: small enough for LLVM to inline into the
+    row loop (a call left there keeps the loop scalar).
     """
     k = (x * _LOG2_E + _ROUNDING_SHIFTER) - _ROUNDING_SHIFTER
-    k = k if abs(k) <= _EXPM1_K_LIMIT else _F32_ZERO  # far out: answered below
+    k = k if k < _EXPM1_K_HIGH else _EXPM1_K_HIGH  # NaN too: r carries it
+    k = k if k > _EXPM1_K_LOW else _EXPM1_K_LOW
+    k = k if abs(x) >= _F32_EXPM1_SERIES else _F32_ZERO
     r = (x - k * _LN2_HI) - k * _LN2_LO
-    scale = np.int32((np.int32(k) + np.int32(127)) << np.int32(23)).view(np.float32)  # 2^k
-    reduced = scale * _expm1_series(r) + (scale - _F32_ONE)
-    result = _expm1_series(x) if abs(x) < _F32_EXPM1_SERIES else reduced
-    if abs(x) > _EXPM1_REDUCED_LIMIT:
-        result = exp_float32(x) - _F32_ONE
-    return result
+    whole = np.int32(k)
+    half = whole >> np.int32(1)
+    scale_low = np.int32((half + np.int32(127)) << np.int32(23)).view(np.float32)  # 2^(k // 2)
+    scale_high = np.int32((whole - half + np.int32(127)) << np.int32(23)).view(np.float32)  # 2^(k - k // 2)
+    series = _expm1_series(r)
+    exact_sum = scale_low * (scale_high * series) + (scale_low * scale_high - _F32_ONE)
+    scaled = scale_low * (scale_high * (series + _F32_ONE))
+    result = exact_sum if k < _EXPM1_K_SCALED else scaled
+    return _F32_MINUS_ONE if x < _EXPM1_MINUS_ONE_BELOW else result
 
 
 def _expm1_series(x):
