@@ -75,11 +75,17 @@ def _merge(m, s, other_m, other_s):
 
         M = max(m, m'),   S = s exp(m - M) + s' exp(m' - M)
 
+    An empty part is ``(-inf, 0)`` (a thread without columns) and leaves the other
+    as it is; every other part has ``s >= 1`` (its maximum's own term), or NaN.
     Equal maxima add without an ``exp``: that keeps ``-inf`` logits (masks) from
     turning into ``exp(-inf - -inf) = NaN``; a part seen so far only as ``-inf`` is
     then wiped by ``exp(-inf - M) = 0`` once a finite logit arrives. NaN anywhere
     gives a NaN sum (comparisons with NaN fail, so it reaches an ``exp``).
     """
+    if other_s == 0:
+        return m, s
+    if s == 0:
+        return other_m, other_s
     if other_m > m:
         return other_m, s * _exp(m - other_m) + other_s
     if other_m == m:
@@ -92,9 +98,12 @@ def _columns_softmax(x, row, start, stop, lane, width):
     """This thread's ``(m, s)`` over columns ``lane, lane + width, ...`` of
     ``[start, stop)``; ``(-inf, 0)`` when it has none (merging it changes nothing)."""
     one = _like(x[0, 0], 1.0)
-    m = _like(x[0, 0], -math.inf)
-    s = _like(x[0, 0], 0.0)
-    for column in range(start + lane, stop, width):
+    first = start + lane
+    if first >= stop:
+        return _like(x[0, 0], -math.inf), _like(x[0, 0], 0.0)
+    m = x[row, first]
+    s = one
+    for column in range(first + width, stop, width):
         m, s = _merge(m, s, x[row, column], one)
     return m, s
 

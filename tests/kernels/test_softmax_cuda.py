@@ -20,7 +20,7 @@ from fusedloss.kernels import softmax_cpu, softmax_reference
 pytestmark = [
     pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1", reason="needs the CUDA simulator (tests/conftest.py)"),
     # The simulator runs the float32 exp in NumPy scalars, which warn on the inf - inf
-    # its unused lanes compute for exp(-inf) (the GPU's selects give 0 without a word).
+    # it computes for exp(-inf) of masked logits (the GPU's selects give 0 silently).
     pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
 ]
 
