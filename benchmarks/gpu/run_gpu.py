@@ -12,7 +12,8 @@ The kernels: every elementwise kernel in ``kernel_specs.json`` (exported from th
 definitions on a machine with TensorFlow: ``python -m benchmarks.gpu.export_specs``),
 registered here in ``fusedloss.kernels.registry`` so that ``cuda.launcher(name)``
 builds them, plus the kernels with launchers of their own (``OTHER_KERNELS``: the
-embedding pairs). Each loss's reference and competitors come from one printed
+embedding pairs; ``SOFTMAX_KERNELS``: the softmax cross-entropies, checked against
+``softmax_reference`` and PyTorch's ``cross_entropy``). Each loss's reference and competitors come from one printed
 expression, ``values_and_slopes(ops, y_true, y_pred, params)``: evaluated in float64
 NumPy it is the reference; PyTorch, ``torch.compile`` and JAX compute the values from
 it and the gradient by their own autodiff; CuPy (no autodiff) evaluates the printed
@@ -33,7 +34,10 @@ In order (``plan`` prints the budget of each step before the run):
    elements against PyTorch eager, ``torch.compile``, JAX ``jit`` and CuPy; the
    others against the competitors that compile nothing slow (not ``torch.compile``),
    at 1e8; each with its time, TB/s of the fewest bytes the work must move and the
-   fraction of the copy bandwidth;
+   fraction of the copy bandwidth; then the softmax cross-entropies at 8192 x 1000,
+   1024 x 32768 and 256 x 131072 against PyTorch, JAX and CuPy (this step runs past
+   the planned budget with every kernel: time them alone with
+   ``--kernels softmax_cross_entropy,sparse_softmax_cross_entropy,categorical_focal_cross_entropy``);
 5. the fused kernel at 1e8 elements for several row lengths (each launch shape) and
    other block and group sizes: the data to tune the launch constants.
 
@@ -919,7 +923,7 @@ def copy_bandwidth(simulate):
 FUSED = "fused (numba-cuda)"
 # Timed at every size against every competitor (torch.compile included); the others
 # at 1e8 against the competitors that compile quickly. Sized so that the run fits its
-# budget (see plan); a softmax cross-entropy row added to OTHER_KERNELS belongs here.
+# budget (see plan). The softmax cross-entropies have timing shapes of their own.
 HEADLINE = ("huber", "weighted_sigmoid_cross_entropy", "embedding_contrastive")
 # The losses of the launch-shape sweep: one cheap and one with transcendentals.
 SWEPT = ("huber", "weighted_sigmoid_cross_entropy")

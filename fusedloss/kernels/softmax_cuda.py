@@ -82,9 +82,10 @@ def _merge(m, s, other_m, other_s):
     then wiped by ``exp(-inf - M) = 0`` once a finite logit arrives. NaN anywhere
     gives a NaN sum (comparisons with NaN fail, so it reaches an ``exp``).
     """
-    if other_s == 0:
+    zero = _like(s, 0.0)  # an int literal would compare in float64
+    if other_s == zero:
         return m, s
-    if s == 0:
+    if s == zero:
         return other_m, other_s
     if other_m > m:
         return other_m, s * _exp(m - other_m) + other_s
