@@ -237,9 +237,14 @@ def test_the_cuda_module_finds_the_launchers_by_name(simulated):
 
 PTX_SCRIPT = textwrap.dedent(
     """
+    import pathlib, sys, types
     import numba
     import numpy as np
     from numba import cuda as numba_cuda
+    # fusedloss.kernels without fusedloss/__init__ (TensorFlow: seconds of import)
+    package = types.ModuleType("fusedloss")
+    package.__path__ = [str(pathlib.Path(sys.argv[1]))]
+    sys.modules["fusedloss"] = package
     from fusedloss.kernels import cuda, softmax_cuda
 
     names = [name for name in cuda.PTX_KERNELS if "softmax" in name or "focal" in name]
@@ -247,9 +252,9 @@ PTX_SCRIPT = textwrap.dedent(
         for name in names:
             kernels, make_arguments = cuda.PTX_KERNELS[name]
             for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
-                for with_grad, kernel in zip((True, False), kernels):
-                    if dtype == np.float64 and not with_grad:
-                        continue  # the loss-only kernel's code is a part of its twin's
+                # With the gradient only: a loss-only kernel is its twin without the
+                # gradient's stores (the simulator runs both). About 3 s a compile.
+                for with_grad, kernel in zip((True,), kernels):
                     signature = tuple(numba.typeof(a) for a in make_arguments(dtype, with_grad))
                     ptx, _ = numba_cuda.compile_ptx(kernel.py_func, signature, cc=(8, 0))
                     lines = [line.strip() for line in ptx.splitlines()]
@@ -272,7 +277,8 @@ def test_every_softmax_kernel_compiles_to_ptx_and_float32_stays_float32():
     probe = "from numba.cuda.cudadrv.nvvm import NVVM; NVVM()"
     if subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode != 0:
         pytest.skip("no NVVM here: install numba-cuda[cu12] or [cu13] (the test extra does)")
-    result = subprocess.run([sys.executable, "-c", PTX_SCRIPT], env=env, capture_output=True, text=True)
+    package = os.path.dirname(fusedloss.__file__)
+    result = subprocess.run([sys.executable, "-c", PTX_SCRIPT, package], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     compiled = {}
     for line in result.stdout.splitlines():
@@ -294,4 +300,4 @@ def test_every_softmax_kernel_compiles_to_ptx_and_float32_stays_float32():
             assert f64 == 0, (name, with_grad, f64)
         else:
             assert f64 > 0, (name, with_grad)  # float64 math really is float64
-    assert ("softmax_cross_entropy", "float32", "False") in compiled
+    assert len(compiled) == 2 * len(expected_names)
