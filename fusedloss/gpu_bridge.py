@@ -55,9 +55,12 @@ from .backends import backend, on_gpu
 from .kernels.layout import grad_scale
 from .backends import kernels as backend_kernels
 
-# DLPack constants (dlpack.h): device types and the float type code.
+# DLPack constants (dlpack.h): device types and type codes.
 DLPACK_CPU, DLPACK_CUDA = 1, 2
-_DLPACK_FLOAT = 2
+_DLPACK_INT, _DLPACK_FLOAT = 0, 2
+# (type code, bits) -> __cuda_array_interface__ typestr: float32/float64 tensors, and
+# the int32/int64 class labels of the sparse softmax cross-entropy.
+_TYPESTRS = {(_DLPACK_FLOAT, 32): "<f4", (_DLPACK_FLOAT, 64): "<f8", (_DLPACK_INT, 32): "<i4", (_DLPACK_INT, 64): "<i8"}
 
 
 class _DLDevice(ctypes.Structure):
@@ -100,7 +103,8 @@ class Buffer(NamedTuple):
 
 
 def describe(tensor):
-    """The ``Buffer`` of an eager float32/float64 tensor, without copying anything.
+    """The ``Buffer`` of an eager float32/float64 (or int32/int64) tensor, without
+    copying anything.
 
     Raises ``TypeError`` for other dtypes and ``ValueError`` for a layout that is not
     dense row-major (TensorFlow never makes one).
@@ -108,8 +112,9 @@ def describe(tensor):
     capsule = tf.experimental.dlpack.to_dlpack(tensor)
     dl_tensor = _DLTensor.from_address(_capsule_pointer(capsule, b"dltensor"))
     dtype = dl_tensor.dtype
-    if dtype.code != _DLPACK_FLOAT or dtype.lanes != 1 or dtype.bits not in (32, 64):
-        raise TypeError(f"the GPU bridge takes float32 or float64 tensors, got {tensor.dtype.name}")
+    typestr = _TYPESTRS.get((dtype.code, dtype.bits)) if dtype.lanes == 1 else None
+    if typestr is None:
+        raise TypeError(f"the GPU bridge takes float32, float64, int32 or int64 tensors, got {tensor.dtype.name}")
     shape = tuple(dl_tensor.shape[axis] for axis in range(dl_tensor.ndim))
     if dl_tensor.strides:
         strides = tuple(dl_tensor.strides[axis] for axis in range(dl_tensor.ndim))
@@ -117,7 +122,7 @@ def describe(tensor):
             raise ValueError(f"expected a dense row-major tensor, got strides {strides} for shape {shape}")
     interface = {
         "shape": shape,
-        "typestr": "<f4" if dtype.bits == 32 else "<f8",
+        "typestr": typestr,
         "data": ((dl_tensor.data or 0) + dl_tensor.byte_offset, False),
         "strides": None,
         "version": 3,
@@ -165,9 +170,9 @@ def wanted(y_pred):
 
 
 def has_kernel(loss_name):
-    """Whether ``kernels.cuda`` has a launcher for ``loss_name``. The softmax
-    cross-entropies have CPU kernels only so far: on a GPU they take the host path
-    (TensorFlow copies their inputs and outputs)."""
+    """Whether ``kernels.cuda`` has a launcher for ``loss_name`` (every elementwise
+    loss, the embedding pairs and the softmax cross-entropies); a loss without one
+    takes the host path on a GPU (TensorFlow copies its inputs and outputs)."""
     from .kernels import cuda
 
     return hasattr(cuda, loss_name)
@@ -176,7 +181,8 @@ def has_kernel(loss_name):
 def forward(loss_name, params, y_true, y_pred, reduced_axes=1, expected_upstream="ones"):
     """``(loss, grad)`` of ``kernels.cuda.<loss_name>`` as a TensorFlow op on the GPU.
 
-    ``y_true``/``y_pred``: float32 or float64 tensors; the loss has shape
+    ``y_true``/``y_pred``: float32 or float64 tensors (``y_true`` int64 labels for the
+    sparse softmax cross-entropy); the loss has shape
     ``y_pred.shape[:-reduced_axes]``; the gradient is written for ``expected_upstream``
     (``ops.rescale``). The outputs' static shapes are left to the caller, as for
     ``tf.numpy_function``.

@@ -42,8 +42,16 @@ def test_describe_points_at_the_tensors_own_memory(shape, dtype):
 
 
 def test_describe_refuses_other_dtypes():
-    with pytest.raises(TypeError, match="float32 or float64 tensors, got int32"):
-        gpu_bridge.describe(tf.constant([1, 2, 3]))
+    with pytest.raises(TypeError, match="float32, float64, int32 or int64 tensors, got uint8"):
+        gpu_bridge.describe(tf.constant([1, 2, 3], tf.uint8))
+
+
+@pytest.mark.parametrize("dtype, typestr", [(tf.int32, "<i4"), (tf.int64, "<i8")])
+def test_describe_takes_integer_labels(dtype, typestr):
+    labels = tf.constant([[1, 2, 3]], dtype)
+    buffer = gpu_bridge.describe(labels)
+    assert buffer.interface["typestr"] == typestr and buffer.interface["shape"] == (1, 3)
+    assert buffer.pointer == np.from_dlpack(labels).ctypes.data
 
 
 def test_device_arrays_refuse_host_memory():
@@ -248,3 +256,51 @@ def test_an_op_placed_on_the_host_after_all_runs_the_cpu_kernels(monkeypatch, ex
     want_loss, want_grad = reference.huber(y_true.numpy(), y_pred.numpy(), 1.0)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
     np.testing.assert_allclose(grad, grad_scale * want_grad, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------
+# The softmax cross-entropies take the same path (integer labels included)
+
+
+class SoftmaxCase(NamedTuple):
+    kernel: str
+    function: object  # fusedloss's functional form
+    keras_function: object
+    kwargs: dict
+    sparse: bool
+
+
+SOFTMAX_CASES = [
+    SoftmaxCase("softmax_cross_entropy", fusedloss.categorical_crossentropy, keras.losses.categorical_crossentropy,
+                {"from_logits": True, "label_smoothing": 0.1}, False),
+    SoftmaxCase("sparse_softmax_cross_entropy", fusedloss.sparse_categorical_crossentropy,
+                keras.losses.sparse_categorical_crossentropy, {"from_logits": True, "ignore_class": -1}, True),
+    SoftmaxCase("categorical_focal_cross_entropy", fusedloss.categorical_focal_crossentropy,
+                keras.losses.categorical_focal_crossentropy, {"from_logits": True, "alpha": 0.5, "gamma": 1.5}, False),
+]
+
+
+@pytest.mark.parametrize("case", SOFTMAX_CASES, ids=lambda c: c.kernel)
+def test_softmax_cross_entropies_run_their_cuda_kernels(monkeypatch, case):
+    events = route_through_host(monkeypatch, case.kernel)
+    assert gpu_bridge.has_kernel(case.kernel)
+    rng = np.random.default_rng(9)
+    logits = tf.constant(3 * rng.normal(size=(3, 7)), tf.float32)
+    if case.sparse:
+        y_true = tf.constant([2, -1, 6], tf.int64)  # the middle one ignored
+    else:
+        y_true = tf.constant(rng.dirichlet(np.ones(7), size=3), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        loss = case.function(y_true, logits, **case.kwargs, expected_upstream="ones")
+        want = case.keras_function(y_true, logits, **case.kwargs)
+        if case.sparse:  # Keras masks the ignored entry; its gradient there is 0 too
+            want = tf.where(tf.not_equal(y_true, -1), want, 0.0)
+    grad, want_grad = tape.gradient(loss, logits), tape.gradient(want, logits)
+    np.testing.assert_allclose(loss.numpy(), want.numpy(), rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(grad.numpy(), want_grad.numpy(), rtol=2e-5, atol=1e-6)
+    assert events == ["allocate", "allocate", "synchronize", "launch", "synchronize"]
+    launch = gpu_bridge.last_launch
+    assert launch.loss_name == case.kernel
+    assert launch.pointers["loss"] == gpu_bridge.describe(loss).pointer
+    assert launch.pointers["grad"] == gpu_bridge.describe(grad).pointer

@@ -12,7 +12,8 @@ The kernels: every elementwise kernel in ``kernel_specs.json`` (exported from th
 definitions on a machine with TensorFlow: ``python -m benchmarks.gpu.export_specs``),
 registered here in ``fusedloss.kernels.registry`` so that ``cuda.launcher(name)``
 builds them, plus the kernels with launchers of their own (``OTHER_KERNELS``: the
-embedding pairs). Each loss's reference and competitors come from one printed
+embedding pairs; ``SOFTMAX_KERNELS``: the softmax cross-entropies, checked against
+``softmax_reference`` and PyTorch's ``cross_entropy``). Each loss's reference and competitors come from one printed
 expression, ``values_and_slopes(ops, y_true, y_pred, params)``: evaluated in float64
 NumPy it is the reference; PyTorch, ``torch.compile`` and JAX compute the values from
 it and the gradient by their own autodiff; CuPy (no autodiff) evaluates the printed
@@ -33,7 +34,10 @@ In order (``plan`` prints the budget of each step before the run):
    elements against PyTorch eager, ``torch.compile``, JAX ``jit`` and CuPy; the
    others against the competitors that compile nothing slow (not ``torch.compile``),
    at 1e8; each with its time, TB/s of the fewest bytes the work must move and the
-   fraction of the copy bandwidth;
+   fraction of the copy bandwidth; then the softmax cross-entropies at 8192 x 1000,
+   1024 x 32768 and 256 x 131072 against PyTorch, JAX and CuPy (this step runs past
+   the planned budget with every kernel: time them alone with
+   ``--kernels softmax_cross_entropy,sparse_softmax_cross_entropy,categorical_focal_cross_entropy``);
 5. the fused kernel at 1e8 elements for several row lengths (each launch shape) and
    other block and group sizes: the data to tune the launch constants.
 
@@ -103,12 +107,12 @@ def import_kernels():
         package.__path__ = [str(ROOT / "fusedloss")]
         sys.modules["fusedloss"] = package
     from fusedloss.kernels import cuda as cuda_kernels
-    from fusedloss.kernels import reference, registry
+    from fusedloss.kernels import reference, registry, softmax_reference
 
-    return cuda_kernels, reference, registry
+    return cuda_kernels, reference, registry, softmax_reference
 
 
-cuda_kernels, reference, registry = import_kernels()
+cuda_kernels, reference, registry, softmax_reference = import_kernels()
 
 
 # ---------------------------------------------------------------------------------
@@ -141,7 +145,15 @@ def array_ops(xp, dtype):
         maximum=xp.maximum, minimum=xp.minimum, clip=xp.clip, logical_not=xp.logical_not,
         stack=lambda arrays, axis: xp.stack(arrays, axis=axis),
         broadcast_to=lambda x, shape: xp.broadcast_to(xp.asarray(number(x)), shape),  # CuPy wants an array
+        log_softmax=lambda x: _log_softmax(xp, x),
+        take_label=lambda x, labels: xp.take_along_axis(x, labels[..., None], axis=-1)[..., 0],
+        one_hot=lambda labels, n, like: (xp.arange(n) == labels[..., None]).astype(like.dtype),
     )  # fmt: skip
+
+
+def _log_softmax(xp, x):
+    shifted = x - x.max(-1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(-1, keepdims=True))
 
 
 def torch_ops(torch, like):
@@ -166,6 +178,10 @@ def torch_ops(torch, like):
         logical_not=torch.logical_not,
         stack=lambda arrays, axis: torch.stack(arrays, dim=axis),
         broadcast_to=lambda x, shape: torch.broadcast_to(t(x), shape),
+        log_softmax=lambda x: functional.log_softmax(x, dim=-1),
+        take_label=lambda x, labels: torch.gather(x, -1, labels[..., None])[..., 0],
+        # PyTorch's own fused softmax cross-entropy, the competitor that counts
+        cross_entropy=functional.cross_entropy,
     )  # fmt: skip
 
 
@@ -179,6 +195,8 @@ def jax_ops(jax):
         maximum=jnp.maximum, minimum=jnp.minimum, clip=jnp.clip, logical_not=jnp.logical_not,
         stack=lambda arrays, axis: jnp.stack(arrays, axis=axis),
         broadcast_to=jnp.broadcast_to,
+        log_softmax=jax.nn.log_softmax,
+        take_label=lambda x, labels: jnp.take_along_axis(x, labels[..., None], axis=-1)[..., 0],
     )  # fmt: skip
 
 
@@ -221,6 +239,10 @@ class Layout(NamedTuple):
     minimal_bytes: Callable  # (shape, itemsize) -> bytes each input read once, each output written once
     describe: Callable  # shape -> the launch, in words
     sweep: bool  # the launch-shape sweep applies
+    # Timed at these shapes (GPU, simulator) against every quick competitor, instead
+    # of at ALL_KERNELS_ELEMENTS: the softmax cross-entropies, whose cost depends on
+    # the row length.
+    timing_shapes: tuple = ((), ())
 
 
 def describe_rows(shape):
@@ -312,6 +334,7 @@ class Loss(NamedTuple):
     per_sample: Callable
     analytic: Callable
     references: dict  # name -> float64 (y_true, y_pred, **params) -> (loss, grad), checked against expected
+    labels: bool = False  # y_true holds int64 class labels in [0, classes) (timed inputs made so)
 
     @property
     def values(self):
@@ -365,9 +388,7 @@ def elementwise_loss(kernel):
 # one row each. A row names the launcher in ``fusedloss.kernels.cuda`` and gives its
 # layout, parameters, inputs, float64 reference and the same loss for the other
 # frameworks; the rest of the script treats it like any elementwise kernel. A
-# launcher not on this checkout is skipped with a note (the softmax cross-entropy
-# kernels of ``softmax_cuda.py``, for instance, until they land: add a ``Layout`` for
-# (batch, classes) logits with integer labels and one row here).
+# launcher not on this checkout is skipped with a note.
 
 
 def _pair_inputs(rng, shape):
@@ -426,6 +447,149 @@ def other_loss(row):
     )  # fmt: skip
 
 
+# The softmax cross-entropies (``softmax_cuda.py``): (batch, classes) logits, dense
+# targets or int64 labels, a loss per row. Checked against ``softmax_reference``
+# (float64), against ``torch.nn.functional.cross_entropy`` (label_smoothing,
+# ignore_index) and JAX / CuPy / NumPy writings of the same formula, and timed at
+# the row lengths of a classifier, a large vocabulary and a very large one.
+
+
+def _softmax_layout(true_shape, label_bytes):
+    def minimal_bytes(shape, itemsize):
+        # logits and targets (labels) read once, the gradient and the loss written once
+        rows = math.prod(shape[:-1])
+        return 2 * math.prod(shape) * itemsize + rows * itemsize + math.prod(true_shape(shape)) * (label_bytes or itemsize)
+
+    return Layout(
+        # whole rows (one, a few, many per block), a row per block, split rows
+        shapes=[(7, 1), (1000, 8), (41, 401), (3, 5, 33), (64, 1000), (2, 100_003), (1, 300_001), (0, 7)],
+        # with 32-thread blocks: 8 threads per row, a block per row, 2 chunks per row
+        simulated_shapes=[(3, 5), (3, 37), (2, 601), (0, 7)],
+        sanitize_shapes=[(33, 5), (3, 300), (2, 5000), (0, 7)],
+        true_shape=true_shape,
+        loss_shape=lambda shape: shape[:-1],
+        timing_shape=lambda elements, simulate: matrix_shape(elements, 8 if simulate else 1000),
+        minimal_bytes=minimal_bytes,
+        describe=describe_rows,
+        sweep=False,
+        timing_shapes=([(8192, 1000), (1024, 32768), (256, 131072)], [(8, 8), (2, 64)]),
+    )
+
+
+LOGITS = _softmax_layout(lambda shape: shape, 0)
+LABELLED_LOGITS = _softmax_layout(lambda shape: shape[:-1], 8)
+IGNORED = -1  # the sparse rows' ignore label: every seventh row has it
+
+
+def _soft_targets(rng, shape, dtype):
+    logits = (3.0 * rng.normal(size=shape)).astype(dtype)
+    return rng.dirichlet(np.ones(shape[-1]), size=shape[:-1]).astype(dtype), logits
+
+
+def _labels_and_logits(rng, shape, dtype):
+    labels = rng.integers(0, shape[-1], size=shape[:-1]).astype(np.int64)
+    labels.reshape(-1)[::7] = IGNORED
+    return labels, (3.0 * rng.normal(size=shape)).astype(dtype)
+
+
+def _smoothed(y_true, n_classes, label_smoothing):
+    return y_true * (1.0 - label_smoothing) + label_smoothing / n_classes
+
+
+def _dense_per_sample(ops, y_true, logits, values):
+    (label_smoothing,) = values
+    if hasattr(ops, "cross_entropy"):  # PyTorch's: classes on axis 1, so rows of 2-D
+        rows = logits.reshape(-1, logits.shape[-1])
+        value = ops.cross_entropy(rows, y_true.reshape(rows.shape), reduction="none", label_smoothing=label_smoothing)
+        return value.reshape(logits.shape[:-1])
+    return -(_smoothed(y_true, logits.shape[-1], label_smoothing) * ops.log_softmax(logits)).sum(-1)
+
+
+def _dense_analytic(ops, y_true, logits, values):
+    # d loss / d x = softmax(x) - t
+    (label_smoothing,) = values
+    t = _smoothed(y_true, logits.shape[-1], label_smoothing)
+    log_p = ops.log_softmax(logits)
+    return -(t * log_p).sum(-1), ops.exp(log_p) - t
+
+
+def _sparse_per_sample(ops, labels, logits, values):
+    (ignore_class,) = values
+    if hasattr(ops, "cross_entropy"):
+        rows = logits.reshape(-1, logits.shape[-1])
+        value = ops.cross_entropy(rows, labels.reshape(-1), reduction="none", ignore_index=ignore_class)
+        return value.reshape(logits.shape[:-1])
+    valid = labels != ignore_class
+    return ops.where(valid, -ops.take_label(ops.log_softmax(logits), labels * valid), 0.0)
+
+
+def _sparse_analytic(ops, labels, logits, values):
+    # d loss / d x = softmax(x) - onehot(label); 0 for an ignored row
+    (ignore_class,) = values
+    valid = labels != ignore_class
+    safe = labels * valid  # an ignored row's label read as 0, its results then dropped
+    log_p = ops.log_softmax(logits)
+    loss = ops.where(valid, -ops.take_label(log_p, safe), 0.0)
+    grad = ops.where(valid[..., None], ops.exp(log_p) - ops.one_hot(safe, logits.shape[-1], logits), 0.0)
+    return loss, grad
+
+
+def _focal_parts(ops, y_true, logits, values):
+    alpha, gamma, label_smoothing = values
+    t = _smoothed(y_true, logits.shape[-1], label_smoothing)
+    p = ops.exp(ops.log_softmax(logits))
+    c = ops.clip(p, softmax_reference.EPSILON, 1.0 - softmax_reference.EPSILON)
+    return alpha, gamma, t, p, c
+
+
+def _focal_per_sample(ops, y_true, logits, values):
+    alpha, gamma, t, _, c = _focal_parts(ops, y_true, logits, values)
+    return -(alpha * (1.0 - c) ** gamma * t * ops.log(c)).sum(-1)
+
+
+def _focal_analytic(ops, y_true, logits, values):
+    # g = dL/dc where the clip passes, 0 elsewhere; d loss / d x_j = p_j (g_j - sum_k g_k p_k)
+    alpha, gamma, t, p, c = _focal_parts(ops, y_true, logits, values)
+    w = (1.0 - c) ** gamma
+    passes = (p >= softmax_reference.EPSILON) & (p <= 1.0 - softmax_reference.EPSILON)
+    g = ops.where(passes, alpha * t * (gamma * (1.0 - c) ** (gamma - 1.0) * ops.log(c) - w / c), 0.0)
+    return -(alpha * w * t * ops.log(c)).sum(-1), p * (g - (g * p).sum(-1, keepdims=True))
+
+
+class SoftmaxKernel(NamedTuple):
+    name: str  # the launcher's name in fusedloss.kernels.cuda
+    layout: Layout
+    params: dict
+    inputs: Callable  # (rng, shape, dtype) -> host (y_true, logits); labels int64
+    reference: Callable  # softmax_reference's function: (y_true, logits, *values) -> float64 (loss, grad)
+    per_sample: Callable
+    analytic: Callable
+
+
+SOFTMAX_KERNELS = [
+    SoftmaxKernel("softmax_cross_entropy", LOGITS, {"label_smoothing": 0.1}, _soft_targets,
+                  softmax_reference.softmax_cross_entropy, _dense_per_sample, _dense_analytic),
+    SoftmaxKernel("sparse_softmax_cross_entropy", LABELLED_LOGITS, {"ignore_class": IGNORED}, _labels_and_logits,
+                  softmax_reference.sparse_softmax_cross_entropy, _sparse_per_sample, _sparse_analytic),
+    SoftmaxKernel("categorical_focal_cross_entropy", LOGITS, {"alpha": 0.25, "gamma": 2.0, "label_smoothing": 0.1},
+                  _soft_targets, softmax_reference.categorical_focal_cross_entropy, _focal_per_sample,
+                  _focal_analytic),
+]  # fmt: skip
+
+
+def softmax_loss(row):
+    values = list(row.params.values())
+
+    def expected(y_true, y_pred):
+        with np.errstate(all="ignore"):
+            return row.reference(y_true, y_pred, *values)
+
+    return Loss(
+        row.name, row.layout, getattr(cuda_kernels, row.name), row.params, row.inputs, (0.0, 1.0), (-4.0, 4.0),
+        expected, row.per_sample, row.analytic, {}, labels=row.layout is LABELLED_LOGITS,
+    )  # fmt: skip
+
+
 def load_specs(path=SPECS_PATH):
     """The kernels of ``kernel_specs.json``, each registered in ``kernels.registry``
     (unless a loss definition already registered that name in this process)."""
@@ -449,6 +613,11 @@ def present_losses(notes, kernels=None, only=()):
     for row in OTHER_KERNELS:
         if hasattr(cuda_kernels, row.name):
             found.append(other_loss(row))
+        else:
+            notes.append(f"{row.name}: skipped, not in fusedloss.kernels.cuda yet")
+    for row in SOFTMAX_KERNELS:
+        if hasattr(cuda_kernels, row.name):
+            found.append(softmax_loss(row))
         else:
             notes.append(f"{row.name}: skipped, not in fusedloss.kernels.cuda yet")
     if only:
@@ -754,7 +923,7 @@ def copy_bandwidth(simulate):
 FUSED = "fused (numba-cuda)"
 # Timed at every size against every competitor (torch.compile included); the others
 # at 1e8 against the competitors that compile quickly. Sized so that the run fits its
-# budget (see plan); a softmax cross-entropy row added to OTHER_KERNELS belongs here.
+# budget (see plan). The softmax cross-entropies have timing shapes of their own.
 HEADLINE = ("huber", "weighted_sigmoid_cross_entropy", "embedding_contrastive")
 # The losses of the launch-shape sweep: one cheap and one with transcendentals.
 SWEPT = ("huber", "weighted_sigmoid_cross_entropy")
@@ -781,6 +950,10 @@ class Provider(NamedTuple):
         # their formula only, which the correctness step checks for every kernel.
         if loss.name in HEADLINE:
             return True
+        if loss.layout.timing_shapes[0]:
+            # The softmax cross-entropies meet PyTorch's, JAX's and CuPy's: not
+            # torch.compile, whose compile per loss the budget has no room for.
+            return not self.name.startswith("torch.compile")
         return not self.headline_only and _first_variant(loss.name)
 
 
@@ -798,7 +971,11 @@ def _first_variant(name):
 
 def fused_provider(simulate):
     def prepare(loss, shape, dtype):
-        y_true = device_uniform(loss.layout.true_shape(shape), dtype, 11, *loss.true_range, simulate)
+        if loss.labels:
+            labels = np.random.default_rng(11).integers(0, shape[-1], loss.layout.true_shape(shape))
+            y_true = cuda.to_device(labels)
+        else:
+            y_true = device_uniform(loss.layout.true_shape(shape), dtype, 11, *loss.true_range, simulate)
         y_pred = device_uniform(shape, dtype, 12, *loss.pred_range, simulate)
         loss_out, grad_out = cuda.device_array(loss.layout.loss_shape(shape), dtype), cuda.device_array(shape, dtype)
 
@@ -841,7 +1018,10 @@ def torch_providers():
             def random(s):
                 return torch.rand(s, device="cuda", dtype=torch_dtype)
 
-            y_true = _uniform(random, loss.layout.true_shape(shape), *loss.true_range)
+            if loss.labels:
+                y_true = torch.randint(0, shape[-1], loss.layout.true_shape(shape), device="cuda")
+            else:
+                y_true = _uniform(random, loss.layout.true_shape(shape), *loss.true_range)
             y_pred = _uniform(random, shape, *loss.pred_range).requires_grad_()
             function = per_sample(loss, use_compile)
             ones = torch.ones(loss.layout.loss_shape(shape), device="cuda", dtype=torch_dtype)
@@ -883,7 +1063,10 @@ def jax_provider():
 
     def prepare(loss, shape, dtype):
         key_true, key_pred = jax.random.split(jax.random.PRNGKey(0))
-        y_true = jax.random.uniform(key_true, loss.layout.true_shape(shape), dtype, *loss.true_range)
+        if loss.labels:
+            y_true = jax.random.randint(key_true, loss.layout.true_shape(shape), 0, shape[-1])
+        else:
+            y_true = jax.random.uniform(key_true, loss.layout.true_shape(shape), dtype, *loss.true_range)
         y_pred = jax.random.uniform(key_pred, shape, dtype, *loss.pred_range)
         compiled = function(loss)
         outputs = []
@@ -904,7 +1087,10 @@ def cupy_provider():
     import cupy
 
     def prepare(loss, shape, dtype):
-        y_true = _uniform(lambda s: cupy.random.random(s, dtype), loss.layout.true_shape(shape), *loss.true_range)
+        if loss.labels:
+            y_true = cupy.random.randint(0, shape[-1], loss.layout.true_shape(shape))
+        else:
+            y_true = _uniform(lambda s: cupy.random.random(s, dtype), loss.layout.true_shape(shape), *loss.true_range)
         y_pred = _uniform(lambda s: cupy.random.random(s, dtype), shape, *loss.pred_range)
         ops = array_ops(cupy, dtype)
 
@@ -973,13 +1159,22 @@ def timing_cells(losses, providers, sizes, simulate):
     fused = next(provider for provider in providers if provider.name == FUSED)
     others = [provider for provider in providers if provider.name != FUSED]
     elements = 64 if simulate else ALL_KERNELS_ELEMENTS
-    every = [(loss, fused, loss.layout.timing_shape(elements, simulate)) for loss in losses]
+    every = [(loss, fused, loss.layout.timing_shape(elements, simulate)) for loss in losses if not loss.layout.timing_shapes[0]]
     headline = [(loss, provider, loss.layout.timing_shape(size, simulate))
                 for provider in providers for loss in losses if loss.name in HEADLINE
                 for size in sizes if not (provider is fused and size == elements)]  # fmt: skip
     rest = [(loss, provider, loss.layout.timing_shape(elements, simulate))
-            for provider in others for loss in losses if loss.name not in HEADLINE and provider.applies(loss)]  # fmt: skip
+            for provider in others for loss in losses
+            if loss.name not in HEADLINE and not loss.layout.timing_shapes[0] and provider.applies(loss)]  # fmt: skip
     return every + headline, rest
+
+
+def softmax_cells(losses, providers, simulate):
+    """``[(loss, provider, shape)]`` of the softmax cross-entropies: each at its
+    layout's timing shapes, fused first, then each competitor (provider by provider)."""
+    return [(loss, provider, shape) for provider in providers for loss in losses
+            if loss.layout.timing_shapes[0] and (provider.name == FUSED or provider.applies(loss))
+            for shape in loss.layout.timing_shapes[1 if simulate else 0]]  # fmt: skip
 
 
 def run_timings(cells, formula_rows, bandwidth, simulate, deadline):
@@ -1060,6 +1255,7 @@ def plan(losses, providers, sizes, sanitize=True):
     if torch_compile and headline:
         formulas += e["torch_compile_first"] + (len(headline) - 1) * e["torch_compile"]
     first, rest = timing_cells(losses, providers, sizes, False)
+    softmax = softmax_cells(losses, providers, False)
 
     def cost(cells):  # a JAX cell compiles its jit first
         return sum(e["cell"] + e["jit"] * provider.name.startswith("JAX") for _, provider, _ in cells)
@@ -1072,6 +1268,7 @@ def plan(losses, providers, sizes, sanitize=True):
          f"{n_kernels} kernels, {n_checks} launches; sanitizers ~{sanitizer:.0f} s in parallel"),
         ("3. competitors' formulas", formulas, f"{n_formula} checks"),
         ("4. timings", cost(first), f"{len(first)} cells"),
+        ("4. softmax cross-entropies vs competitors", cost(softmax), f"{len(softmax)} cells"),
         ("5. launch-shape sweep", sweep, f"{len(swept(losses))} losses x {len(LAUNCH_SWEEP)} launch shapes"),
         ("4. other kernels vs competitors", cost(rest), f"{len(rest)} cells (last: cut first)"),
     ]  # fmt: skip
@@ -1238,6 +1435,8 @@ def main(argv):
     first, rest = timing_cells(losses, [fused] + others, sizes, simulate)
     timings = run_timings(first, formulas, bandwidth, simulate, deadline)
     began = finished("4. timings", began)
+    timings += run_timings(softmax_cells(losses, [fused] + others, simulate), formulas, bandwidth, simulate, deadline)
+    began = finished("4. softmax cross-entropies vs competitors", began)
     print("5. launch shapes", flush=True)
     launch_shapes = run_launch_shapes(losses, fused, bandwidth, simulate, deadline)
     began = finished("5. launch-shape sweep", began)

@@ -289,10 +289,19 @@ def launcher(name):
     return launch
 
 
+# The softmax cross-entropies' launchers, in their own module (which imports this
+# one, so it is imported on first use).
+SOFTMAX_LOSSES = ("softmax_cross_entropy", "sparse_softmax_cross_entropy", "categorical_focal_cross_entropy")
+
+
 def __getattr__(name):
     # cuda.<name> for every registered loss, as the bridge looks launchers up by name.
     if name in registry.SPECS:
         return launcher(name)
+    if name in SOFTMAX_LOSSES:
+        from . import softmax_cuda
+
+        return getattr(softmax_cuda, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -330,10 +339,13 @@ def compile_all_ptx(cc=(8, 0), names=None):
     """Compile every kernel (or those of the losses in ``names``) for float32 and
     float64 to PTX, without needing a GPU.
 
-    Returns ``{(name, dtype_name, with_grad): ptx}``, with ``("add_chunks", dtype_name,
+    Returns ``{(name, dtype_name, with_grad): ptx}`` (a kernel without a loss-only
+    twin, such as ``softmax_partials``, under ``with_grad=True`` only), with ``("add_chunks", dtype_name,
     None)`` for the kernel that adds the chunks of split rows. Needs NVVM (the CUDA toolkit or
     ``numba-cuda[cu12|cu13]``), not a device; raises what numba raises otherwise.
     """
+    from . import softmax_cuda  # noqa: F401 (adds its kernels to PTX_KERNELS)
+
     compiled = {}
     with _device_functions_compiled_for(cc):
         for name, (kernels, make_arguments) in {**_registered_ptx_kernels(), **PTX_KERNELS}.items():

@@ -145,6 +145,39 @@ def test_pairs_analytic_gradient_is_the_reference_and_the_derivative():
     np.testing.assert_allclose(expected_grad, numeric, rtol=1e-5, atol=1e-7)
 
 
+SOFTMAX = [loss for loss in LOSSES if loss.layout.timing_shapes[0]]
+
+
+def test_the_softmax_cross_entropies_are_in_the_table():
+    assert [loss.name for loss in SOFTMAX] == [row.name for row in run_gpu.SOFTMAX_KERNELS]
+    assert [loss.labels for loss in SOFTMAX] == [False, True, False]
+
+
+@pytest.mark.parametrize("loss", SOFTMAX, ids=lambda loss: loss.name)
+def test_softmax_analytic_gradient_is_the_reference_and_the_derivative(loss):
+    # What the competitors differentiate (per_sample) and what CuPy computes
+    # (analytic) against softmax_reference, and the gradient against central
+    # differences of the per-sample loss.
+    rng = np.random.default_rng(3)
+    y_true, logits = loss.inputs(rng, (4, 6), np.float64)
+    ops = run_gpu.array_ops(np, np.float64)
+    expected_loss, expected_grad = loss.expected(y_true, logits)
+    value, grad = loss.analytic(ops, y_true, logits, loss.values)
+    np.testing.assert_allclose(value, expected_loss, rtol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(loss.per_sample(ops, y_true, logits, loss.values), expected_loss, rtol=1e-12)
+    if loss.labels:
+        assert (y_true == run_gpu.IGNORED).any() and (value[y_true == run_gpu.IGNORED] == 0).all()
+    step, numeric = 1e-6, np.zeros_like(logits)
+    for index in np.ndindex(logits.shape):
+        moved = [logits.copy(), logits.copy()]
+        moved[0][index] += step
+        moved[1][index] -= step
+        losses = [loss.per_sample(ops, y_true, m, loss.values)[index[0]] for m in moved]
+        numeric[index] = (losses[0] - losses[1]) / (2 * step)
+    np.testing.assert_allclose(expected_grad, numeric, rtol=1e-5, atol=1e-8)
+
+
 def test_numpy_ops_are_stable_and_keep_float32():
     ops = run_gpu.array_ops(np, np.float32)
     x = np.array([-1000.0, -1.0, 0.0, 1.0, 1000.0], np.float32)
@@ -192,6 +225,9 @@ def test_the_planned_gpu_run_fits_well_under_six_minutes():
         # the competitors' formulas, the timings) fit before the deadline; what is past
         # it is the launch-shape sweep and the other kernels against the competitors.
         assert sum(seconds for _, seconds, _ in steps[:5]) < budget, steps
+    # A run of the softmax cross-entropies alone (--kernels) fits with every step.
+    steps = run_gpu.plan(SOFTMAX, _gpu_providers(), sizes)
+    assert sum(seconds for _, seconds, _ in steps) < budget, steps
     budget = run_gpu.parse_arguments([]).time_budget
     assert budget <= 300  # cells stop here; the last one started ends within seconds
     assert run_gpu.SANITIZER_TIMEOUT < budget
@@ -235,6 +271,17 @@ def test_every_kernel_passes_every_shape(simulated_run):
         assert shape_kind in launches
     pairs = [row for row in rows if row["loss"] == "embedding_contrastive"]
     assert {tuple(row["shape"]) for row in pairs} == set(run_gpu.PAIRS.simulated_shapes)
+
+
+def test_softmax_cross_entropies_were_checked_and_timed(simulated_run):
+    report, _, _ = simulated_run
+    for loss in SOFTMAX:
+        rows = [row for row in report["correctness"] if row["loss"] == loss.name]
+        assert {tuple(row["shape"]) for row in rows} == set(loss.layout.simulated_shapes)
+        assert "32 thr/row, 4 blocks, 2 chunks/row" in {row["launch"] for row in rows}  # (2, 601): split rows
+        timed = [row for row in report["timings"] if row["loss"] == loss.name]
+        assert [tuple(row["shape"]) for row in timed] == loss.layout.timing_shapes[1]
+        assert all(row["implementation"] == run_gpu.FUSED and row["seconds"] > 0 for row in timed)
 
 
 def test_references_and_formulas_were_checked(simulated_run):
