@@ -227,6 +227,7 @@ def main(argv=None):
     exit_code = pytest.main(
         [
             str(SUITE / "test_losses.py"),
+            str(SUITE / "test_softmax.py"),
             *([str(SUITE / "test_fit.py")] if arguments.workloads.strip() != "none" else []),
             f"--rootdir={SUITE.parent}",
             "-o", "addopts=",
