@@ -147,3 +147,9 @@ def bandwidth(run_mode):
 @pytest.fixture(scope="session")
 def environment():
     return {"device": machine.device(), "versions": machine.versions(), "malloc": machine.malloc()}
+
+
+@pytest.fixture(scope="session")
+def softmax_memory_all(pytestconfig):
+    """Every memory case of this run, so the first one can start all their children."""
+    return softmax_memory_cases(pytestconfig)

@@ -87,8 +87,8 @@ SOFTMAX_RUNS = {
     # machinery has a test of its own in tests/test_benchmarks.py).
     "smoke": SoftmaxRun(("tiny",), ("sparse_categorical_crossentropy",), (), 0.0, 1, 1, 1),
     # The main job: the two shapes that show the small and the large end, sparse only,
-    # and the memory of the large one (~1 minute on 2 cores).
-    "quick": SoftmaxRun(("8192x1000", "1024x32768"), ("sparse_categorical_crossentropy",), ("1024x32768",), 0.05, 3, 30, 2),
+    # and the memory of the large one (~1-2 minutes on 2 cores; the children run at once).
+    "quick": SoftmaxRun(("8192x1000", "1024x32768"), ("sparse_categorical_crossentropy",), ("1024x32768",), 0.1, 5, 30, 2),
     "full": SoftmaxRun(tuple(SHAPES), tuple(SOFTMAX_LOSSES_BY_NAME), ("1024x32768", "256x131072"), 0.5, 5, 200, 3),
 }
 SMOKE_SHAPE = (16, 37)
@@ -249,18 +249,36 @@ def _prepare_kernel(case, targets, logits):
 # Peak memory: one child process per provider
 
 
-def peak_memory(loss_name, label, provider, calls=2, python=sys.executable, timeout=600):
-    """``{"peak_mb": ..., "baseline_mb": ...}`` of ``calls`` fwd+bwd calls of
-    ``provider`` in a fresh process (``python -m benchmarks.softmax``), or
-    ``{"error": text}`` when the child fails."""
-    command = [python, "-m", "benchmarks.softmax", "--peak-memory", loss_name, label, provider, str(calls)]
+def start_peak_memory(loss_name, label, provider, calls=2, python=sys.executable):
+    """Start the child that measures ``provider``'s peak memory; ``finish_peak_memory``
+    collects it. Children may run at the same time: each measures its own resident
+    set, which others do not change (only their times, which are not measured)."""
     from pathlib import Path
 
-    run = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).resolve().parents[1])
-    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
-    if run.returncode or not lines:
-        return {"error": (run.stderr.strip().splitlines() or [f"exit status {run.returncode}"])[-1]}
+    command = [python, "-m", "benchmarks.softmax", "--peak-memory", loss_name, label, provider, str(calls)]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1]
+    )
+
+
+def finish_peak_memory(child, timeout=600):
+    """``{"peak_mb": ..., "warm_mb": ..., ...}`` from a started child, or ``{"error": text}``."""
+    try:
+        stdout, stderr = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        return {"error": f"timed out after {timeout} s"}
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if child.returncode or not lines:
+        return {"error": (stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]}
     return json.loads(lines[-1])
+
+
+def peak_memory(loss_name, label, provider, calls=2, python=sys.executable, timeout=600):
+    """``provider``'s fwd+bwd peak memory, measured in a fresh process (``python -m
+    benchmarks.softmax``): see ``_child_peak_memory``."""
+    return finish_peak_memory(start_peak_memory(loss_name, label, provider, calls, python), timeout)
 
 
 def _status_mb(field):
