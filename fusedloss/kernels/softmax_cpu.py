@@ -140,7 +140,7 @@ def _exp_store_sum(v, m, e):
 @njit(inline="always", fastmath=FASTMATH, error_model="numpy")
 def _softmax_sums(v):
     """``(M, S)`` of a row or chunk ``v``: ``M = max v``, ``S = sum exp(v_j - M)``."""
-    m = _block_max(v[:BLOCK])
+    m = v[0]  # <= the first block's max: raised there, while s is still 0
     s = _like(m, 0.0)
     for start in range(0, v.size, BLOCK):
         block = v[start : start + BLOCK]
@@ -156,7 +156,7 @@ def _softmax_sums(v):
 def _softmax_sums_stored(v, e, maxima):
     """``_softmax_sums(v)``, also storing ``e_j = exp(v_j - m_b)`` and each block's
     max ``m_b`` in ``maxima``."""
-    m = _block_max(v[:BLOCK])
+    m = v[0]
     s = _like(m, 0.0)
     for b in range(maxima.size):
         start = b * BLOCK
