@@ -15,8 +15,17 @@ import numpy as np
 from . import providers, softmax
 from .specs import Tolerance
 
-# float32 sums over up to 131072 classes, TensorFlow's and the kernel's.
+# float32 sums over a row, TensorFlow's and the kernel's. Beyond 32768 classes XLA's
+# row sums drift further: at 256 x 131072 its gradient (Keras's and tf.nn's alike) was
+# 2.4e-5 relative off float64 in one value of 33.5 million (measured; the kernel's
+# stays within 2e-5).
 TOLERANCE = Tolerance(rtol=2e-5, atol=2e-6)
+LONG_ROW_TOLERANCE = Tolerance(rtol=1e-4, atol=2e-6)
+LONG_ROW = 32768
+
+
+def tolerance_for(shape):
+    return TOLERANCE if shape[-1] <= LONG_ROW else LONG_ROW_TOLERANCE
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,9 +54,10 @@ def test_softmax(benchmark, softmax_case, run_mode, bandwidth, environment):
     seconds_per_call = time.perf_counter() - start
     loss, grad = prepared.results(outputs)
     del outputs
-    providers.assert_close(f"{case.id}: mean loss", np.array([loss]), np.array([reference_loss]), TOLERANCE)
+    tolerance = tolerance_for(case.shape)
+    providers.assert_close(f"{case.id}: mean loss", np.array([loss]), np.array([reference_loss]), tolerance)
     if grad is not None:
-        providers.assert_close(f"{case.id}: gradient", grad, reference_grad, TOLERANCE)
+        providers.assert_close(f"{case.id}: gradient", grad, reference_grad, tolerance)
 
     bytes_moved = softmax.bytes_moved(case.mode, targets, logits)
     bytes_per_second, bandwidth_how = bandwidth
