@@ -23,6 +23,12 @@ blocks (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, where the kernel's THP mode i
 ``madvise``): TensorFlow's tensors then get them as NumPy's arrays already do, which
 speeds every provider that reads or writes them. Results go to ``<mode>-huge-pages.*``.
 
+The softmax cross-entropy family (``benchmarks/softmax.py``: fusedloss's Keras classes
+against Keras's and ``tf.nn``'s, at issue 11's shapes, with peak memory per provider in
+child processes) runs in every mode: ``--quick`` two shapes, sparse labels, and the
+memory of one; ``--smoke`` one tiny shape, no memory; the default every shape, both
+losses. ``--losses``/``--providers`` take the family's names too.
+
 After the suite (``--smoke`` included, at one tiny size), ``benchmarks.threading_layers``
 times the Huber kernel and the bridge under each numba threading layer, in one child
 process per layer, into ``<mode>-threading.md``; then ``benchmarks.fit_threads`` times
@@ -227,6 +233,7 @@ def main(argv=None):
     exit_code = pytest.main(
         [
             str(SUITE / "test_losses.py"),
+            str(SUITE / "test_softmax.py"),
             *([str(SUITE / "test_fit.py")] if arguments.workloads.strip() != "none" else []),
             f"--rootdir={SUITE.parent}",
             "-o", "addopts=",

@@ -12,13 +12,17 @@ from . import machine  # noqa: E402
 from .providers import MODES, PROVIDERS  # noqa: E402
 from .fit import FIT_WORKLOADS_BY_KEY  # noqa: E402
 from .specs import LOSSES, LOSSES_BY_NAME, RUN_MODES, WORKLOADS, missing_parts  # noqa: E402
+from . import softmax  # noqa: E402
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("fusedloss benchmarks")
     group.addoption("--run-mode", choices=sorted(RUN_MODES), default="quick", help="sizes and timing budget")
     group.addoption("--losses", default="", help="comma-separated loss names (default: all)")
-    group.addoption("--providers", default="", help=f"comma-separated, of {', '.join(PROVIDERS)} (default: all)")
+    group.addoption(
+        "--providers", default="",
+        help=f"comma-separated, of {', '.join(dict.fromkeys(PROVIDERS + softmax.SOFTMAX_PROVIDERS))} (default: all)",
+    )
     group.addoption(
         "--workloads", default="",
         help=f"model.fit workloads, comma-separated, of {', '.join(FIT_WORKLOADS_BY_KEY)} (default: all; 'none': none)",
@@ -39,12 +43,16 @@ class Case(NamedTuple):
         return f"{self.spec.name}[{self.label}]-{self.mode}-{self.provider}"
 
 
-def _selected(config, option, known):
+def _selected(config, option, known, other_family=()):
+    """The names ``option`` picks of ``known``: all when it names none. Names of the
+    other family (the softmax one, or the elementwise one) are valid too, and pick
+    nothing here: ``--losses huber`` runs no softmax case."""
     names = [name.strip() for name in config.getoption(option).split(",") if name.strip()]
-    unknown = sorted(set(names) - set(known))
+    unknown = sorted(set(names) - set(known) - set(other_family))
     if unknown:
-        raise pytest.UsageError(f"--{option.lstrip('-')}: unknown {', '.join(unknown)}; known: {', '.join(known)}")
-    return names or list(known)
+        everything = ", ".join(dict.fromkeys([*known, *other_family]))
+        raise pytest.UsageError(f"--{option.lstrip('-')}: unknown {', '.join(unknown)}; known: {everything}")
+    return [name for name in names if name in known] if names else list(known)
 
 
 def _bridge_is_fusedloss(shape, mode):
@@ -59,8 +67,8 @@ def _bridge_is_fusedloss(shape, mode):
 
 def cases(config):
     run_mode = RUN_MODES[config.getoption("run_mode")]
-    losses = _selected(config, "--losses", LOSSES_BY_NAME)
-    providers = _selected(config, "--providers", PROVIDERS)
+    losses = _selected(config, "--losses", LOSSES_BY_NAME, softmax.SOFTMAX_LOSSES_BY_NAME)
+    providers = _selected(config, "--providers", PROVIDERS, softmax.SOFTMAX_PROVIDERS)
     shapes = []  # (spec, label, shape, kind), in run order
     for spec in LOSSES:
         if spec.name in losses:
@@ -87,7 +95,35 @@ def fit_workloads(config):
     return [FIT_WORKLOADS_BY_KEY[key] for key in _selected(config, "--workloads", FIT_WORKLOADS_BY_KEY)]
 
 
+def softmax_selection(config):
+    """``(run, losses, providers)`` of the softmax family in this run."""
+    run = softmax.SOFTMAX_RUNS[config.getoption("run_mode")]
+    losses = _selected(config, "--losses", softmax.SOFTMAX_LOSSES_BY_NAME, LOSSES_BY_NAME)
+    providers = _selected(config, "--providers", softmax.SOFTMAX_PROVIDERS, PROVIDERS)
+    return run, losses, providers
+
+
+def softmax_memory_cases(config):
+    """``(loss, shape label, provider)`` of each peak-memory child: the run's memory
+    shapes, for its first loss (the sparse one: what a classifier trains with)."""
+    run, losses, providers = softmax_selection(config)
+    losses = [name for name in run.losses if name in losses][:1]
+    return [
+        (loss, label, provider)
+        for loss in losses
+        for label in run.memory_shapes
+        for provider in softmax.MEMORY_PROVIDERS
+        if provider in providers
+    ]
+
+
 def pytest_generate_tests(metafunc):
+    if "softmax_case" in metafunc.fixturenames:
+        selected = softmax.cases(*softmax_selection(metafunc.config))
+        metafunc.parametrize("softmax_case", selected, ids=[case.id for case in selected])
+    if "softmax_memory" in metafunc.fixturenames:
+        selected = softmax_memory_cases(metafunc.config)
+        metafunc.parametrize("softmax_memory", selected, ids=[f"{l}[{s}]-{p}" for l, s, p in selected])
     if "case" in metafunc.fixturenames:
         metafunc.parametrize("case", cases(metafunc.config))
     if "fit_workload" in metafunc.fixturenames:
@@ -111,3 +147,9 @@ def bandwidth(run_mode):
 @pytest.fixture(scope="session")
 def environment():
     return {"device": machine.device(), "versions": machine.versions(), "malloc": machine.malloc()}
+
+
+@pytest.fixture(scope="session")
+def softmax_memory_all(pytestconfig):
+    """Every memory case of this run, so the first one can start all their children."""
+    return softmax_memory_cases(pytestconfig)

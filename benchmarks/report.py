@@ -51,7 +51,7 @@ def load(json_path):
     results = []
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
-        if "median_s" not in info or info.get("kind") == "fit":
+        if "median_s" not in info or info.get("kind") in ("fit", "softmax", "softmax-memory"):
             continue
         results.append(Result(*(info[field] for field in Result._fields)))
     return results, data
@@ -107,6 +107,146 @@ def fit_markdown(fits):
     lines += ["| " + " | ".join(row) + " |" for row in fit_rows(fits)]
     lines += ["", "Workloads:", ""]
     lines += [f"- {fit['workload']}: {fit['description']}" for fit in fits]
+    return lines
+
+
+# ---------------------------------------------------------------------------------
+# The softmax cross-entropy family (benchmarks/softmax.py)
+
+SOFTMAX_TIMED = ("kernel", "keras-eager", "keras-function", "keras-xla", "tf.nn-eager", "tf.nn-function", "tf.nn-xla")
+SOFTMAX_VERSUS = ("keras-xla", "keras-function", "tf.nn-function")
+SOFTMAX_COLUMNS = (
+    "loss", "shape", "mode", "fusedloss", "±", "path", "GB/s", "x floor", *SOFTMAX_TIMED,
+    *(f"vs {provider}" for provider in SOFTMAX_VERSUS),
+)
+# Issue 11's claims, sparse labels, forward+backward: (shapes, quantity, bound).
+SOFTMAX_TARGETS = (
+    (("1024x32768", "256x131072"), "x_floor", 3.0),
+    (("1024x32768", "256x131072"), "keras-xla", 5.0),
+    (("1024x32768", "256x131072"), "keras-function", 8.0),
+    (("8192x100", "8192x1000"), "keras-xla", 2.0),
+)
+SOFTMAX_TARGET_LOSS = "sparse_categorical_crossentropy"
+
+
+def softmax_results(data):
+    """``({(op, label, mode): {provider: extra_info}}, [memory extra_info])`` in run order."""
+    groups = defaultdict(dict)
+    memory = []
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        if info.get("kind") == "softmax" and "median_s" in info:
+            groups[(info["op"], info["label"], info["mode"])][info["provider"]] = info
+        elif info.get("kind") == "softmax-memory":
+            memory.append(info)
+    return groups, memory
+
+
+def _versus(row, provider):
+    fused, other = row.get("fusedloss"), row.get(provider)
+    if fused is None or other is None:
+        return None
+    return other["median_s"] / fused["median_s"]
+
+
+def softmax_rows(groups):
+    rows = []
+    for (op, label, mode), row in groups.items():
+        fused = row.get("fusedloss")
+        rows.append(
+            [
+                op, label, mode,
+                format_time(fused["median_s"]) if fused else "",
+                f"{100 * fused['spread']:.0f}%" if fused else "",
+                fused["path"] if fused else "",
+                f"{fused['gbps']:.1f}" if fused else "",
+                f"{fused['x_floor']:.2f}" if fused else "",
+                *(format_time(row[p]["median_s"]) if p in row else "" for p in SOFTMAX_TIMED),
+                *(f"{v:.2f}x" if v is not None else "" for v in (_versus(row, p) for p in SOFTMAX_VERSUS)),
+            ]
+        )
+    return rows
+
+
+def softmax_targets(groups):
+    lines = []
+    for labels, quantity, bound in SOFTMAX_TARGETS:
+        for label in labels:
+            row = groups.get((SOFTMAX_TARGET_LOSS, label, "fwd+bwd"), {})
+            if "fusedloss" not in row:
+                lines.append(f"{label} fwd+bwd {quantity}: not measured")
+                continue
+            if quantity == "x_floor":
+                value = row["fusedloss"]["x_floor"]
+                met, text = value <= bound, f"x floor <= {bound:g}"
+            else:
+                value = _versus(row, quantity)
+                met, text = value is not None and value >= bound, f"speed-up vs {quantity} >= {bound:g}"
+            shown = "n/a" if value is None else f"{value:.2f}"
+            lines.append(f"{label} fwd+bwd: {text}: {shown} ({'met' if met else 'MISSED'})")
+    return lines
+
+
+MEMORY_COLUMNS = ("loss", "shape", "provider", "peak MB", "resident after warm-up MB", "transient MB")
+
+
+def softmax_memory_rows(memory):
+    return [
+        [m["op"], m["label"], m["provider"], f"{m['peak_mb']:.0f}", f"{m['warm_mb']:.0f}", f"{m['transient_mb']:.0f}"]
+        for m in memory
+    ]
+
+
+def softmax_memory_check(memory):
+    """Per shape: fusedloss's peak against the native losses' (Keras and tf.nn in
+    tf.function); "above" beyond 5 % (page granularity and allocator noise)."""
+    lines = []
+    by_shape = defaultdict(dict)
+    for m in memory:
+        by_shape[(m["op"], m["label"])][m["provider"]] = m["peak_mb"]
+    for (op, label), peaks in by_shape.items():
+        natives = {p: v for p, v in peaks.items() if p in ("keras-function", "tf.nn-function")}
+        if "fusedloss" not in peaks or not natives:
+            continue
+        lowest = min(natives.values())
+        verdict = "not above" if peaks["fusedloss"] <= 1.05 * lowest + 1.0 else "ABOVE"
+        lines.append(f"{op} {label}: fusedloss {peaks['fusedloss']:.0f} MB, {verdict} the native losses' "
+                     + ", ".join(f"{p} {v:.0f} MB" for p, v in natives.items()))
+    return lines
+
+
+def softmax_markdown(data, timed=True):
+    """The softmax family's section of the report (empty when none of it ran)."""
+    groups, memory = softmax_results(data)
+    if not groups and not memory:
+        return []
+    lines = [
+        "",
+        "Softmax cross-entropy (`benchmarks/softmax.py`): fusedloss's Keras class in "
+        "tf.function against Keras's class and the mean of `tf.nn.(sparse_)softmax_cross_entropy_with_logits`, "
+        "eagerly, in tf.function and under XLA; mean reduction; x floor = time / (bytes that must "
+        "move / bandwidth); vs X = X's time / fusedloss's time.",
+        "",
+        "| " + " | ".join(SOFTMAX_COLUMNS) + " |",
+        "|" + "|".join("---" if i < 3 or c == "path" else "---:" for i, c in enumerate(SOFTMAX_COLUMNS)) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in softmax_rows(groups)]
+    if memory:
+        lines += [
+            "",
+            "Peak memory of fwd+bwd, one child process per provider: the resident high-water mark "
+            "over the calls after a warm-up call (which traces and compiles), less the resident set "
+            "before it (libraries loaded, inputs made); `resident after warm-up` is what stayed "
+            "(TensorFlow's pools, fusedloss's pooled outputs, XLA's compiled code).",
+            "",
+            "| " + " | ".join(MEMORY_COLUMNS) + " |",
+            "|" + "|".join("---" if i < 3 else "---:" for i in range(len(MEMORY_COLUMNS))) + "|",
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in softmax_memory_rows(memory)]
+        lines += [""] + [f"- {line}" for line in softmax_memory_check(memory)]
+    if timed and groups:
+        lines += ["", "Softmax targets (sparse labels, forward+backward):", ""]
+        lines += [f"- {line}" for line in softmax_targets(groups)]
     return lines
 
 
@@ -250,6 +390,7 @@ def markdown(results, data, timed=True):
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
     lines += fit_markdown(fit_results(data))
+    lines += softmax_markdown(data, timed)
     if not timed:
         return "\n".join(lines + ["", "Smoke run: one cold round per case; the times are not measurements."]) + "\n"
     lines += ["", "Crossover (bridge vs native tf.function):", ""]
@@ -363,6 +504,22 @@ def write(json_path, markdown_path, png_path, console, timed=True):
         for row in fit_rows(fits):
             table.add_row(*row)
         console.print(table)
+    softmax_groups, softmax_memory = softmax_results(data)
+    if softmax_groups:
+        table = Table(*SOFTMAX_COLUMNS, title="softmax cross-entropy: fusedloss vs Keras and tf.nn (CPU, float32)")
+        for row in softmax_rows(softmax_groups):
+            table.add_row(*row)
+        console.print(table)
+    if softmax_memory:
+        table = Table(*MEMORY_COLUMNS, title="softmax cross-entropy fwd+bwd: peak memory (one child process each)")
+        for row in softmax_memory_rows(softmax_memory):
+            table.add_row(*row)
+        console.print(table)
+        for line in softmax_memory_check(softmax_memory):
+            console.print(f"memory {line}")
+    if timed:
+        for line in softmax_targets(softmax_groups) if softmax_groups else []:
+            console.print(f"softmax target {line}")
     if not timed:
         markdown_path.write_text(markdown(results, data, timed=False), encoding="utf-8")
         plot(results, png_path, fits)

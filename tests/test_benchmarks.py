@@ -289,3 +289,91 @@ def test_docs_takes_no_other_option():
     with pytest.raises(SystemExit):
         main.parse_arguments(["--docs", "--quick"])
     assert main.parse_arguments(["--docs"]).docs
+
+
+# ---------------------------------------------------------------------------------
+# The softmax cross-entropy family
+
+
+def test_softmax_floor_is_eight_bytes_per_logit_plus_labels_and_losses():
+    from benchmarks import softmax
+
+    sparse = softmax.SOFTMAX_LOSSES_BY_NAME["sparse_categorical_crossentropy"]
+    labels, logits = softmax.make_inputs(sparse, (8, 5, 10))
+    assert labels.dtype == np.int64 and labels.shape == (8, 5) and logits.dtype == np.float32
+    entries, classes = 40, 10
+    # logits read + gradient written (4 + 4 bytes a logit), labels read (8 bytes), losses written (4)
+    assert softmax.bytes_moved("fwd+bwd", labels, logits) == entries * classes * 8 + entries * (8 + 4)
+    assert softmax.bytes_moved("fwd", labels, logits) == entries * classes * 4 + entries * (8 + 4)
+    dense = softmax.SOFTMAX_LOSSES_BY_NAME["categorical_crossentropy"]
+    targets, logits = softmax.make_inputs(dense, (8, 10))
+    assert np.array_equal(targets.sum(-1), np.ones(8)) and targets.dtype == np.float32
+    assert softmax.bytes_moved("fwd+bwd", targets, logits) == 80 * 12 + 8 * 4
+
+
+def test_softmax_quick_run_stays_small_and_full_covers_issue_11():
+    from benchmarks import softmax
+
+    quick, full = softmax.SOFTMAX_RUNS["quick"], softmax.SOFTMAX_RUNS["full"]
+    cases = softmax.cases(quick)
+    assert len(cases) == 2 * 2 * len(softmax.SOFTMAX_PROVIDERS)  # two shapes, sparse only, two modes
+    assert len(set(case.id for case in cases)) == len(cases)
+    assert set(full.shapes) == {"8192x100", "8192x1000", "1024x32768", "256x131072", "32x128x2000"}
+    assert softmax.shape_of("32x128x2000") == (32, 128, 2000)
+    assert {c.provider for c in softmax.cases(full)} == set(softmax.SOFTMAX_PROVIDERS)
+    assert softmax.cases(quick, losses=["huber"]) == []  # the other family's name picks nothing here
+
+
+def _softmax_info(label, provider, seconds, mode="fwd+bwd", x_floor=2.0):
+    return {"extra_info": {
+        "kind": "softmax", "op": "sparse_categorical_crossentropy", "label": label, "mode": mode, "provider": provider,
+        "median_s": seconds, "spread": 0.05, "path": "fused", "gbps": 10.0, "x_floor": x_floor,
+    }}
+
+
+def test_softmax_report_rows_targets_and_memory():
+    data = {"benchmarks": [
+        _softmax_info("1024x32768", "fusedloss", 0.02, x_floor=2.5),
+        _softmax_info("1024x32768", "keras-xla", 0.08),  # 4x: short of 5x
+        _softmax_info("1024x32768", "keras-function", 0.2),  # 10x
+        _softmax_info("8192x100", "fusedloss", 0.001, x_floor=4.0),
+        _softmax_info("8192x100", "keras-xla", 0.003),
+        {"extra_info": {"kind": "softmax-memory", "op": "sparse_categorical_crossentropy", "label": "1024x32768",
+                        "provider": "fusedloss", "peak_mb": 135.0, "warm_mb": 134.0, "transient_mb": 1.0}},
+        {"extra_info": {"kind": "softmax-memory", "op": "sparse_categorical_crossentropy", "label": "1024x32768",
+                        "provider": "keras-function", "peak_mb": 144.0, "warm_mb": 143.0, "transient_mb": 1.0}},
+    ]}
+    assert report.load.__doc__  # the loss table leaves the family out:
+    groups, memory = report.softmax_results(data)
+    [large, small] = report.softmax_rows(groups)[:2]
+    assert large[:8] == ["sparse_categorical_crossentropy", "1024x32768", "fwd+bwd", "20 ms", "5%", "fused", "10.0", "2.50"]
+    assert large[-3:] == ["4.00x", "10.00x", ""]
+    lines = report.softmax_targets(groups)
+    assert "1024x32768 fwd+bwd: x floor <= 3: 2.50 (met)" in lines
+    assert "1024x32768 fwd+bwd: speed-up vs keras-xla >= 5: 4.00 (MISSED)" in lines
+    assert "1024x32768 fwd+bwd: speed-up vs keras-function >= 8: 10.00 (met)" in lines
+    assert "8192x100 fwd+bwd: speed-up vs keras-xla >= 2: 3.00 (met)" in lines
+    assert "256x131072 fwd+bwd x_floor: not measured" in lines
+    [check] = report.softmax_memory_check(memory)
+    assert check.startswith("sparse_categorical_crossentropy 1024x32768: fusedloss 135 MB, not above")
+    section = "\n".join(report.softmax_markdown(data))
+    assert "| sparse_categorical_crossentropy | 1024x32768 | fwd+bwd | 20 ms |" in section
+    assert "| sparse_categorical_crossentropy | 1024x32768 | fusedloss | 135 | 134 | 1 |" in section
+
+
+def test_softmax_loss_table_and_softmax_section_do_not_mix(tmp_path):
+    data = {"benchmarks": [_softmax_info("8192x100", "fusedloss", 0.001)]}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(data))
+    results, _ = report.load(path)
+    assert results == []  # not a row of the elementwise losses' table
+    assert report.softmax_markdown({"benchmarks": []}) == []
+
+
+def test_softmax_peak_memory_child_reports_its_high_water_mark():
+    from benchmarks import softmax
+
+    measured = softmax.peak_memory("sparse_categorical_crossentropy", "tiny", "kernel", calls=1, timeout=300)
+    assert "error" not in measured, measured
+    assert measured["peak_mb"] >= measured["warm_mb"] - 1.0 and measured["baseline_mb"] > 0
+    assert measured["calls"] == 1 and isinstance(measured["warm_up_excluded"], bool)
