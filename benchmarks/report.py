@@ -143,9 +143,17 @@ def _bridge(row):
     return fused if fused is not None and fused.path == "fused" else None
 
 
+def _own_cost(bridge, empty):
+    """The bridge's time beyond an empty ``tf.numpy_function`` round trip (signed)."""
+    if bridge is None or empty is None:
+        return ""
+    extra = bridge.median_s - empty.median_s
+    return ("-" if extra < 0 else "") + format_time(abs(extra))
+
+
 COLUMNS = (
     "loss", "size", "mode", "fusedloss", "±", "path", "GB/s", "x floor",
-    "kernel", "bridge", "tf-eager", "tf-function", "tf-xla", "vs eager", "vs tf.function", "vs XLA",
+    "kernel", "bridge", "empty-bridge", "bridge - empty", "tf-eager", "tf-function", "tf-xla", "vs eager", "vs tf.function", "vs XLA",
 )
 
 
@@ -171,6 +179,8 @@ def table_rows(results):
                 f"{fused.x_floor:.2f}" if fused else "",
                 time_of("kernel"),
                 format_time(bridge.median_s) if bridge else "",
+                time_of("empty-bridge"),
+                _own_cost(bridge, row.get("empty-bridge")),
                 *(time_of(native) for native in NATIVE_PROVIDERS),
                 *(f"{s:.2f}x" if s is not None else "" for s in speedups),
             ]

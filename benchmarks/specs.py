@@ -292,7 +292,7 @@ class Workload(NamedTuple):
 # Narrow rows (most Keras heads have 1 to 64 outputs) are timed for these losses, by
 # these providers, and compared per element with the sweep's rows of ROW_LENGTH.
 NARROW_LOSSES = ("huber",)
-NARROW_PROVIDERS = ("kernel", "bridge", "fusedloss")
+NARROW_PROVIDERS = ("kernel", "bridge", "empty-bridge", "fusedloss")
 
 
 def narrow_label(size, n_columns):

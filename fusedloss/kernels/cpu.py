@@ -47,6 +47,14 @@ COLUMNS_PER_TASK = 16384
 # from run to run and machine to machine.
 NARROW_COLUMNS = 64
 
+# Below this many elements a kernel runs on the calling thread (``rows_serial``, the
+# same code compiled without threads): starting the thread pool costs ~3-25 us on a
+# quiet machine and far more on a busy one, where a parallel region waits for its
+# slowest thread (numba's OpenMP launch took 42 us to 2 ms at 1e3 elements on the
+# shared 2-core CPU), more than the work itself (~13 us for 32768 Huber elements on
+# one core). Depends only on the shape, so results stay deterministic.
+PARALLEL_FROM = 32768
+
 # Every loss's math calls it to keep float32 math in float32.
 register_jitable(scalar_math._like)
 
@@ -251,7 +259,11 @@ _element = njit(inline="always", fastmath=FASTMATH)(element)
 
 
 @njit(parallel=True, fastmath=FASTMATH, error_model="numpy", cache=True)
-{rows}"""
+{rows}
+
+# The same kernel without threads, for inputs below PARALLEL_FROM elements.
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+{rows_serial}"""
 
 
 def _kernel_sources():
@@ -272,9 +284,13 @@ def element_module(name):
 @functools.lru_cache(maxsize=None)
 def _element_module(spec):
     name = spec.name
-    rows_source = inspect.getsource(_rows_template).replace("def _rows_template(", "def rows(", 1)
+    template = inspect.getsource(_rows_template)
     text = _MODULE_TEMPLATE.format(
-        name=name, primitives=", ".join(primitives.PRIMITIVE_NAMES), element=spec.element_source, rows=rows_source
+        name=name,
+        primitives=", ".join(primitives.PRIMITIVE_NAMES),
+        element=spec.element_source,
+        rows=template.replace("def _rows_template(", "def rows(", 1),
+        rows_serial=template.replace("def _rows_template(", "def rows_serial(", 1),
     )
     key = generate.digest(text, *_kernel_sources(), numba.__version__, sys.version)
     safe = "".join(c if c.isalnum() else "_" for c in name)
@@ -304,7 +320,8 @@ def launcher(name):
         spec = registry.SPECS[name]
         values = registry.bind(spec, params, named)
         kernel_params = kernel_parameters(spec, values, y_pred)
-        rows = _element_module(spec).rows
+        module = _element_module(spec)
+        rows = module.rows if y_pred.size >= PARALLEL_FROM else module.rows_serial
         return run_rows(rows, y_true, y_pred, kernel_params, with_grad, loss_out, grad_out, grad_scale, spec.reduce)
 
     launch.__name__ = launch.__qualname__ = name
@@ -406,6 +423,9 @@ def _scale_rows(factors, grad, out):
                 out[row, column] = factor * grad[row, column]
 
 
+_scale_rows_serial = njit(error_model="numpy")(_scale_rows.py_func)  # below PARALLEL_FROM
+
+
 def scale_rows(factors, grad, out=None):
     """``factors[..., None, ...] * grad`` into ``out``: ``factors`` has the shape of
     ``grad``'s leading axes (a loss's shape), one factor per loss element.
@@ -426,7 +446,8 @@ def scale_rows(factors, grad, out=None):
     n_rows = factors.size
     if n_rows and grad.size:
         rows = (n_rows, grad.size // n_rows)
-        _scale_rows(np.ascontiguousarray(factors).reshape(n_rows), np.ascontiguousarray(grad).reshape(rows), out.reshape(rows))
+        kernel = _scale_rows if grad.size >= PARALLEL_FROM else _scale_rows_serial
+        kernel(np.ascontiguousarray(factors).reshape(n_rows), np.ascontiguousarray(grad).reshape(rows), out.reshape(rows))
     return out
 
 
