@@ -383,6 +383,10 @@ def _embedding_contrastive_pairs(labels, pairs, params, grad_scale, loss_out, gr
             _write_pair_gradient(pairs, pair, slope * grad_scale, inv_scale, inv_norm, grad_out)
 
 
+# Below PARALLEL_FROM elements: the same kernel without threads.
+_embedding_contrastive_pairs_serial = njit(fastmath=FASTMATH, error_model="numpy")(_embedding_contrastive_pairs.py_func)
+
+
 def run_pairs(kernel, y_true, pairs, params, with_grad, loss_out, grad_out, grad_scale=1.0):
     """``run_rows`` for kernels over ``(batch, 2, dim)`` pairs: loss shape ``(batch,)``."""
     n_pairs, _ = pair_layout(y_true, pairs)
@@ -403,7 +407,8 @@ def embedding_contrastive(y_true, pairs, margin=1.0, *, with_grad=True, loss_out
     ``huber``.
     """
     params = (float(margin),)
-    return run_pairs(_embedding_contrastive_pairs, y_true, pairs, params, with_grad, loss_out, grad_out, grad_scale)
+    kernel = _embedding_contrastive_pairs if pairs.size >= PARALLEL_FROM else _embedding_contrastive_pairs_serial
+    return run_pairs(kernel, y_true, pairs, params, with_grad, loss_out, grad_out, grad_scale)
 
 
 # ---------------------------------------------------------------------------------
