@@ -11,7 +11,9 @@ import pytest  # noqa: E402
 from . import machine  # noqa: E402
 from .providers import MODES, PROVIDERS  # noqa: E402
 from .fit import FIT_WORKLOADS_BY_KEY  # noqa: E402
-from .specs import LOSSES, LOSSES_BY_NAME, RUN_MODES, WORKLOADS, missing_parts  # noqa: E402
+from .specs import (  # noqa: E402
+    LOSSES, LOSSES_BY_NAME, NARROW_LOSSES, NARROW_PROVIDERS, RUN_MODES, WORKLOADS, missing_parts, narrow_label,
+)
 from . import softmax  # noqa: E402
 
 
@@ -36,7 +38,7 @@ class Case(NamedTuple):
     mode: str
     provider: str
     reduction: str  # "mean": the gradient of the per-sample losses' mean, as Keras reduces by default
-    kind: str  # "sweep" (a size of the sweep) or "workload"
+    kind: str  # "sweep" (a size of the sweep), "narrow" (its largest size in narrow rows) or "workload"
 
     @property
     def id(self):
@@ -73,6 +75,13 @@ def cases(config):
     for spec in LOSSES:
         if spec.name in losses:
             shapes += [(spec, f"{size:.0e}", spec.shape_for(size), "sweep") for size in run_mode.sizes]
+    largest = max(run_mode.sizes)
+    for n_columns in run_mode.narrow_columns:
+        shapes += [
+            (LOSSES_BY_NAME[name], narrow_label(largest, n_columns), (largest // n_columns, n_columns), "narrow")
+            for name in NARROW_LOSSES
+            if name in losses
+        ]
     if run_mode.workloads:
         shapes += [(LOSSES_BY_NAME[w.loss], w.name, w.shape, "workload") for w in WORKLOADS if w.loss in losses]
     generated = []
@@ -80,6 +89,8 @@ def cases(config):
         missing = missing_parts(spec)
         for mode in MODES:
             for provider in providers:
+                if kind == "narrow" and provider not in NARROW_PROVIDERS:
+                    continue
                 if provider == "bridge" and _bridge_is_fusedloss(shape, mode) and "fusedloss" in providers:
                     continue
                 case = Case(spec, label, shape, mode, provider, "mean", kind)

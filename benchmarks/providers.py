@@ -7,6 +7,10 @@
 - ``kernel``: the bare CPU launcher, NumPy in, NumPy out, into reused output buffers:
   the bridge's lower bound. Under reduction ``mean`` it writes the gradient of the mean
   (``grad_scale = 1 / n``), as the bridge's forward does.
+- ``empty-bridge``: a ``tf.function`` holding one ``tf.numpy_function`` with the bridge's
+  inputs and outputs that does nothing (it returns the kernel's outputs, computed once
+  beforehand): the cost of TensorFlow's round trip to Python, which no bridge avoids.
+  ``bridge`` minus ``empty-bridge`` is fusedloss's own cost per call.
 - ``fusedloss-xla``: the functional op inside ``tf.function(jit_compile=True)``, where
   fusedloss runs its TensorFlow-ops path (the formula and its derived slope in one
   ``tf.custom_gradient`` forward, which XLA fuses): compare with ``tf-xla``.
@@ -23,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-PROVIDERS = ("fusedloss", "bridge", "kernel", "fusedloss-xla", "tf-eager", "tf-function", "tf-xla")
+PROVIDERS = ("fusedloss", "bridge", "kernel", "empty-bridge", "fusedloss-xla", "tf-eager", "tf-function", "tf-xla")
 NATIVE_PROVIDERS = ("tf-eager", "tf-function", "tf-xla")
 MODES = ("fwd", "fwd+bwd")
 
@@ -118,6 +122,26 @@ def _prepare_kernel(spec, mode, reduction, y_true, y_pred, params):
     return Prepared(call, lambda outputs: (np.array(outputs[0]), None if outputs[1] is None else np.array(outputs[1])), "fused")
 
 
+def _prepare_empty_bridge(spec, mode, reduction, y_true, y_pred, params):
+    from fusedloss.buffers import pool
+
+    kernel = _prepare_kernel(spec, mode, reduction, y_true, y_pred, params)
+    outputs = []
+    for array in kernel.call():
+        if array is not None:  # 64-byte aligned, as the bridge's: TensorFlow takes it without a copy
+            outputs.append(pool.take(array.shape, array.dtype))
+            outputs[-1][...] = array
+    dtype = tf.as_dtype(y_pred.dtype)
+
+    @tf.function
+    def function(t, p):
+        results = tf.numpy_function(lambda *inputs: outputs, [t, p], [dtype] * len(outputs), stateful=False)
+        return results[0] if mode == "fwd" else tuple(results)
+
+    y_true, y_pred = tf.constant(y_true), tf.constant(y_pred)
+    return Prepared(lambda: function(y_true, y_pred), _tf_results(mode), "empty")
+
+
 def prepare(provider, spec, mode, reduction, y_true, y_pred, params):
     """A ``Prepared`` call of ``spec`` by ``provider`` on these NumPy inputs."""
     if provider not in PROVIDERS:
@@ -126,6 +150,8 @@ def prepare(provider, spec, mode, reduction, y_true, y_pred, params):
         raise ValueError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
     if provider == "kernel":
         return _prepare_kernel(spec, mode, reduction, y_true, y_pred, params)
+    if provider == "empty-bridge":
+        return _prepare_empty_bridge(spec, mode, reduction, y_true, y_pred, params)
     return _prepare_tf(provider, spec, mode, reduction, y_true, y_pred, params)
 
 

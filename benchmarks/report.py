@@ -283,9 +283,17 @@ def _bridge(row):
     return fused if fused is not None and fused.path == "fused" else None
 
 
+def _own_cost(bridge, empty):
+    """The bridge's time beyond an empty ``tf.numpy_function`` round trip (signed)."""
+    if bridge is None or empty is None:
+        return ""
+    extra = bridge.median_s - empty.median_s
+    return ("-" if extra < 0 else "") + format_time(abs(extra))
+
+
 COLUMNS = (
     "loss", "size", "mode", "fusedloss", "±", "path", "GB/s", "x floor",
-    "kernel", "bridge", "tf-eager", "tf-function", "tf-xla", "vs eager", "vs tf.function", "vs XLA",
+    "kernel", "bridge", "empty-bridge", "bridge - empty", "tf-eager", "tf-function", "tf-xla", "vs eager", "vs tf.function", "vs XLA",
 )
 
 
@@ -311,6 +319,8 @@ def table_rows(results):
                 f"{fused.x_floor:.2f}" if fused else "",
                 time_of("kernel"),
                 format_time(bridge.median_s) if bridge else "",
+                time_of("empty-bridge"),
+                _own_cost(bridge, row.get("empty-bridge")),
                 *(time_of(native) for native in NATIVE_PROVIDERS),
                 *(f"{s:.2f}x" if s is not None else "" for s in speedups),
             ]
@@ -343,6 +353,44 @@ def crossovers(results):
         crossing = math.exp(math.log(small) + fraction * (math.log(large) - math.log(small)))
         found[key] = f"~{crossing:.1e} (between {small:.0e} and {large:.0e})"
     return found
+
+
+NARROW_TARGET = 1.3  # narrow rows: per element within this factor of the sweep's rows
+
+
+def narrow_rows(results):
+    """Table lines comparing narrow rows with the sweep's rows of ``ROW_LENGTH`` at the
+    same size: time per element of the kernel alone and through the bridge, as a ratio
+    to the sweep's (target <= ``NARROW_TARGET``), and x floor. Empty when none ran."""
+    groups = _group(results)
+    lines = []
+    for (op, label, mode), row in groups.items():
+        some = next(iter(row.values()))
+        if some.kind != "narrow":
+            continue
+        sweep_sizes = [key for key, other in groups.items() if key[0] == op and key[2] == mode
+                       and next(iter(other.values())).kind == "sweep"]
+        wide = groups[max(sweep_sizes, key=lambda key: next(iter(groups[key].values())).size)] if sweep_sizes else {}
+        cells = []
+        for pick in (lambda r: r.get("kernel"), _bridge):
+            narrow, reference = pick(row), pick(wide)
+            if narrow is None or reference is None:
+                cells += ["", ""]
+                continue
+            ratio = (narrow.median_s / narrow.size) / (reference.median_s / reference.size)
+            cells += [f"{ratio:.2f}{'' if ratio <= NARROW_TARGET else ' (MISSED)'}", f"{narrow.x_floor:.2f}"]
+        lines.append(f"| {op} | {label} | {mode} | " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    return [
+        "",
+        f"Narrow rows: time per element over that of the sweep's rows at the same size "
+        f"(target <= {NARROW_TARGET}), and x floor:",
+        "",
+        "| loss | rows | mode | kernel vs wide | kernel x floor | bridge vs wide | bridge x floor |",
+        "|---|---|---|---:|---:|---:|---:|",
+        *lines,
+    ]
 
 
 def slower_than_native(results):
@@ -395,6 +443,7 @@ def markdown(results, data, timed=True):
         return "\n".join(lines + ["", "Smoke run: one cold round per case; the times are not measurements."]) + "\n"
     lines += ["", "Crossover (bridge vs native tf.function):", ""]
     lines += [f"- {op} {mode}: {text}" for (op, mode), text in crossovers(results).items()]
+    lines += narrow_rows(results)
     lines += ["", "Targets (1e7 elements, forward+backward):", ""]
     lines += [f"- {line}" for line in targets(results)]
     flagged = slower_than_native(results)

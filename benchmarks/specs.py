@@ -289,6 +289,16 @@ class Workload(NamedTuple):
     shape: tuple
 
 
+# Narrow rows (most Keras heads have 1 to 64 outputs) are timed for these losses, by
+# these providers, and compared per element with the sweep's rows of ROW_LENGTH.
+NARROW_LOSSES = ("huber",)
+NARROW_PROVIDERS = ("kernel", "bridge", "empty-bridge", "fusedloss")
+
+
+def narrow_label(size, n_columns):
+    return f"{size:.0e} rows of {n_columns}"
+
+
 WORKLOADS = (
     Workload("dense regression 16x256x256", "huber", (16, 256, 256)),
     Workload("extreme multi-label 1024x10000", "weighted_sigmoid_cross_entropy", (1024, 10000)),
@@ -308,6 +318,9 @@ class RunMode(NamedTuple):
     max_rounds: int
     # The model.fit workloads (benchmarks/fit.py): None skips them.
     fit: FitBudget = None
+    # Narrow rows: at the largest size, the losses of NARROW_LOSSES also run with rows
+    # of these many columns (kernel and bridge), beside the sweep's rows of ROW_LENGTH.
+    narrow_columns: tuple = ()
 
 
 RUN_MODES = {
@@ -319,6 +332,7 @@ RUN_MODES = {
         "quick", (1_000, 100_000, 1_000_000, 10_000_000), workloads=False, seconds_per_case=0.05,
         min_rounds=3, max_rounds=100,
         fit=FitBudget(rounds=7, seconds_per_epoch=0.25, min_steps=2, max_steps=40),
+        narrow_columns=(1, 2, 10, 64),
     ),
     "full": RunMode(
         "full",
@@ -328,5 +342,6 @@ RUN_MODES = {
         min_rounds=7,
         max_rounds=2000,
         fit=FitBudget(rounds=9, seconds_per_epoch=1.0, min_steps=3, max_steps=200),
+        narrow_columns=(1, 2, 4, 10, 16, 32, 64),
     ),
 }

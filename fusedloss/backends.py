@@ -46,6 +46,7 @@ def _cuda_unusable_reason():
     return f"numba-cuda found {count} GPU(s) but cannot use them"
 
 
+@functools.lru_cache(maxsize=256)
 def on_gpu(device):
     """Whether a TensorFlow device name (``"/GPU:0"``, ``"/job:localhost/replica:0/
     task:0/device:GPU:0"``, ``"gpu:1"``) names a GPU; ``""`` and ``None`` do not."""
@@ -87,15 +88,16 @@ def kernels(device=None):
 # When the fused kernel is worth its call
 
 # Below this many elements of y_pred, TensorFlow's own ops beat the bridge: its fixed
-# cost per call (numpy_function hand-offs, the Python launcher; ~0.2 ms on a quiet
-# 2-core CPU, ~0.7-0.9 ms on the shared one) exceeds what one fused pass saves.
-# `python -m benchmarks` reports the crossover of "bridge" and "tf-function" per loss
-# and mode. Full run on the shared 2-core CPU (README, Results): forward+backward
-# 1e4..4e4 elements, forward only 3e4..1.8e5 (embedding pairs the highest). So a call
-# whose gradient is taken (training) is fused from 1e5 elements, where the bridge is
-# already 1.5-2x faster than tf.function, and a loss-only call (evaluate, metrics)
-# from 3e5.
-DEFAULT_MIN_FUSED_SIZE = 100_000
+# cost per call (numpy_function hand-offs, the Python launcher) exceeds what one fused
+# pass saves. `python -m benchmarks` reports the crossover of "bridge" and
+# "tf-function" per loss and mode. Measured 2026-12-02 on the shared 2-core CPU
+# (interleaved, 7 rounds; kernels below cpu.PARALLEL_FROM elements run without
+# threads), native/bridge time: Huber fwd+bwd 0.82 at 1e4, 0.98 at 3e4, 1.75 at 1e5;
+# embedding contrastive fwd+bwd 0.84 at 1e4, 1.17 at 3e4, 2.6 at 1e5; forward only,
+# Huber 1.08 at 3e4 but embedding contrastive 0.74 at 1e5 (~3e5 in the quick run).
+# So a call whose gradient is taken (training) is fused from 3e4 elements and a
+# loss-only call (evaluate, metrics) from 3e5.
+DEFAULT_MIN_FUSED_SIZE = 30_000
 DEFAULT_MIN_FUSED_SIZE_LOSS_ONLY = 300_000
 
 _min_fused_size_override = None

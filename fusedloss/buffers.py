@@ -12,6 +12,7 @@ buffer's owner, so the owner's reference count tells exactly whether anything - 
 gradient saved for backward, a tensor the user kept, a view of either - is alive.
 """
 
+import math
 import sys
 import threading
 
@@ -22,7 +23,7 @@ ALIGNMENT = 64
 
 def _aligned_view(owner, shape, dtype):
     offset = -owner.ctypes.data % ALIGNMENT
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     return owner[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
@@ -39,9 +40,9 @@ class BufferPool:
         self._lock = threading.Lock()
 
     def take(self, shape, dtype):
-        dtype = np.dtype(dtype)
+        dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
         shape = tuple(int(n) for n in shape)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize  # math.prod: np.prod costs ~10 us a call
         if nbytes == 0:
             return np.empty(shape, dtype)
         with self._lock:

@@ -205,7 +205,13 @@ def rescale(upstream, saved_grad, expected_upstream="ones"):
     """
     if expected_upstream == "ones" and _known_to_be_ones(upstream):
         return saved_grad
-    if expected_upstream == "mean":
+    if expected_upstream == "mean" and upstream.shape.is_fully_defined() and upstream.dtype in (tf.float32, tf.float64):
+        # Known when tracing: constants instead of the ops that compute them per call
+        # (1 / n correctly rounded in NumPy as in TensorFlow for these dtypes).
+        count = upstream.shape.num_elements()
+        dtype = upstream.dtype.as_numpy_dtype
+        expected = tf.constant(dtype(1) / dtype(max(count, 1)), upstream.dtype)
+    elif expected_upstream == "mean":
         count = tf.size(upstream)
         expected = 1 / tf.cast(count, upstream.dtype)
     else:

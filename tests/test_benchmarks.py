@@ -95,6 +95,18 @@ def test_fusedloss_slower_than_native_is_flagged_beyond_noise():
     assert report.slower_than_native(results) == ["huber 1e+04 fwd+bwd: 0.67x tf.function (tf-ops)"]
 
 
+def test_narrow_rows_are_compared_per_element_with_the_sweeps_rows():
+    narrow = [
+        _result("kernel", 9_999_936, 1.2e-2)._replace(kind="narrow", label="1e+07 rows of 64"),
+        _result("fusedloss", 9_999_936, 2.0e-2)._replace(kind="narrow", label="1e+07 rows of 64"),
+    ]
+    results = [_result("kernel", 10_000_000, 1e-2), _result("fusedloss", 10_000_000, 1.25e-2), *narrow]
+    lines = report.narrow_rows(results)
+    kernel_ratio = (1.2e-2 / 9_999_936) / (1e-2 / 10_000_000)
+    assert f"| huber | 1e+07 rows of 64 | fwd+bwd | {kernel_ratio:.2f} | 12.00 | 1.60 (MISSED) | 20.00 |" in lines
+    assert report.narrow_rows(results[:2]) == []
+
+
 def test_targets_say_met_or_missed():
     results = [
         _result("fusedloss", 10_000_000, 1.2e-3),  # x_floor 1.2

@@ -177,8 +177,10 @@ def test_generated_float32_kernel_stays_float32_calls_no_libm_and_vectorises():
     want_loss, want_grad = EveryPrimitive.definition.reference(y_true, y_pred, a=0.5)
     np.testing.assert_allclose(loss, want_loss, rtol=2e-6)
     np.testing.assert_allclose(grad, want_grad, rtol=2e-5, atol=1e-7)
-    cached = cpu.element_module("every_primitive").rows
-    signature = [s for s in cached.signatures if "float32" in str(s[1]) and "none" not in str(s[-1]).lower()][0]
+    module = cpu.element_module("every_primitive")
+    cached = module.rows
+    # This small input ran the kernel's serial twin (cpu.PARALLEL_FROM), of the same types.
+    signature = [s for s in module.rows_serial.signatures if "float32" in str(s[1]) and "none" not in str(s[-1]).lower()][0]
     # numba cannot inspect code it loaded from its on-disk cache (another worker or an
     # earlier run may have written it), so the same function is compiled afresh here.
     rows = numba.njit(parallel=True, fastmath=cpu.FASTMATH, error_model="numpy")(cached.py_func)
@@ -213,7 +215,7 @@ def test_kernels_are_cached_across_processes(tmp_path):
 
         x = np.ones((3, 4), np.float64)
         cpu.cached_loss(x, x, 2.0)
-        rows = cpu.element_module("cached_loss").rows
+        rows = cpu.element_module("cached_loss").rows_serial  # a small input: the serial kernel
         print(rows.stats.cache_hits.get(rows.signatures[0], 0) if hasattr(rows.stats.cache_hits, "get") else sum(rows.stats.cache_hits.values()))
         """
     )

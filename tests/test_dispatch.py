@@ -60,7 +60,8 @@ def test_default_threshold():
 
 
 def test_training_calls_are_fused_from_a_smaller_size_than_loss_only_calls(launches):
-    y_true, y_pred = _inputs((401, 401))  # between the two default thresholds
+    rows = (DEFAULT_MIN_FUSED_SIZE + DEFAULT_MIN_FUSED_SIZE_LOSS_ONLY) // 2 // 41
+    y_true, y_pred = _inputs((rows, 41))  # between the two default thresholds
     assert DEFAULT_MIN_FUSED_SIZE <= y_pred.size < DEFAULT_MIN_FUSED_SIZE_LOSS_ONLY
     loss_only = fusedloss.huber(y_true, y_pred)
     assert launches() == 0
@@ -71,7 +72,7 @@ def test_training_calls_are_fused_from_a_smaller_size_than_loss_only_calls(launc
         mean = tf.reduce_mean(loss)
     assert launches() == 1
     np.testing.assert_allclose(loss, loss_only, rtol=1e-6)
-    want_grad = reference.huber(y_true, y_pred.numpy())[1] / 401
+    want_grad = reference.huber(y_true, y_pred.numpy())[1] / rows
     np.testing.assert_allclose(tape.gradient(mean, y_pred), want_grad, rtol=2e-6, atol=1e-9)
 
 

@@ -37,8 +37,66 @@ FASTMATH = {"reassoc", "contract"}
 # thread count, so results are bit-identical from run to run and machine to machine.
 COLUMNS_PER_TASK = 16384
 
+# Rows of at most this many columns are narrow: a per-row loop over so few columns
+# neither vectorises nor amortises its overhead (Huber at 1e7 elements: 24 ms for rows
+# of 10 columns, 88 ms for rows of 2, 8 ms for rows of 1000). Each task then takes a
+# block of whole rows, ROWS_PER_BLOCK(n_columns) of them (about COLUMNS_PER_TASK
+# elements), runs one flat loop over the block's elements (contiguous, vectorised),
+# keeping the values in a small scratch array, and sums each row's values from it in
+# column order. The blocks depend only on the shape, so results are bit-identical
+# from run to run and machine to machine.
+NARROW_COLUMNS = 64
+
+# Below this many elements a kernel runs on the calling thread (``rows_serial``, the
+# same code compiled without threads): starting the thread pool costs ~3-25 us on a
+# quiet machine and far more on a busy one, where a parallel region waits for its
+# slowest thread (numba's OpenMP launch took 42 us to 2 ms at 1e3 elements on the
+# shared 2-core CPU), more than the work itself (~13 us for 32768 Huber elements on
+# one core). Depends only on the shape, so results stay deterministic.
+PARALLEL_FROM = 32768
+
 # Every loss's math calls it to keep float32 math in float32.
 register_jitable(scalar_math._like)
+
+
+def _span(array, start, stop):
+    """Elements ``start:stop`` of a C-contiguous array, flattened; None for None (so
+    that a loss-only kernel, ``grad_out=None``, compiles the same code)."""
+    return None if array is None else array.reshape(array.size)[start:stop]
+
+
+@overload(_span, inline="always")
+def _span_overload(array, start, stop):
+    if isinstance(array, types.NoneType):
+        return lambda array, start, stop: None
+    return lambda array, start, stop: array.reshape(array.size)[start:stop]
+
+
+@njit(fastmath=FASTMATH, error_model="numpy")
+def _row_means(values, n_columns, inv_n, out):
+    """``out[r] = inv_n * sum(values[r * n_columns : (r + 1) * n_columns])``, each sum
+    in a fixed order that depends only on ``n_columns``.
+
+    Rows of 2 to 4 columns are summed by explicit expressions: a loop over so few
+    columns is mostly loop overhead and one chain of dependent additions per row
+    (twice to three times slower here)."""
+    rows = values.reshape((out.shape[0], n_columns))
+    if n_columns == 2:
+        for row in range(rows.shape[0]):
+            out[row] = (rows[row, 0] + rows[row, 1]) * inv_n
+    elif n_columns == 3:
+        for row in range(rows.shape[0]):
+            out[row] = ((rows[row, 0] + rows[row, 1]) + rows[row, 2]) * inv_n
+    elif n_columns == 4:
+        for row in range(rows.shape[0]):
+            out[row] = ((rows[row, 0] + rows[row, 1]) + (rows[row, 2] + rows[row, 3])) * inv_n
+    else:
+        zero = inv_n - inv_n
+        for row in range(rows.shape[0]):
+            total = zero
+            for column in range(n_columns):
+                total += rows[row, column]
+            out[row] = total * inv_n
 
 
 def _rows_template(y_true, y_pred, params, inv_n, grad_factor, loss_out, grad_out):
@@ -63,6 +121,28 @@ def _rows_template(y_true, y_pred, params, inv_n, grad_factor, loss_out, grad_ou
             loss_out[row] = value * inv_n
             if grad_out is not None:
                 grad_out[row, 0] = slope * grad_factor
+    elif n_columns <= NARROW_COLUMNS:
+        # Narrow rows: blocks of whole rows, one flat loop over each block's elements
+        # (see NARROW_COLUMNS).
+        rows_per_block = max(1, COLUMNS_PER_TASK // n_columns)
+        n_blocks = (n_rows + rows_per_block - 1) // rows_per_block
+        for block in prange(n_blocks):
+            first_row = block * rows_per_block
+            last_row = min(first_row + rows_per_block, n_rows)
+            start = first_row * n_columns
+            stop = last_row * n_columns
+            # Flat spans indexed from 0: LLVM then knows no index is negative (numba's
+            # wraparound of negative indices would keep it from vectorising the loop).
+            block_true = _span(y_true, start, stop)
+            block_pred = _span(y_pred, start, stop)
+            block_grad = _span(grad_out, start, stop)
+            values = np.empty(stop - start, dtype=loss_out.dtype)
+            for index in range(stop - start):
+                value, slope = _element(block_true[index], block_pred[index], index % n_columns, params)  # noqa: F821
+                values[index] = value
+                if grad_out is not None:  # pruned when compiling, as an argument (block_grad is not)
+                    block_grad[index] = slope * grad_factor
+            _row_means(values, n_columns, inv_n, loss_out[first_row:last_row])
     elif n_chunks <= 1:
         for row in prange(n_rows):
             total = zero
@@ -170,7 +250,7 @@ _MODULE_TEMPLATE = """\
 import numpy as np
 from numba import njit, prange
 
-from fusedloss.kernels.cpu import COLUMNS_PER_TASK, FASTMATH
+from fusedloss.kernels.cpu import COLUMNS_PER_TASK, FASTMATH, NARROW_COLUMNS, _row_means, _span
 from fusedloss.kernels.math import _class_weight, _like
 from fusedloss.kernels.primitives import {primitives}
 
@@ -179,7 +259,11 @@ _element = njit(inline="always", fastmath=FASTMATH)(element)
 
 
 @njit(parallel=True, fastmath=FASTMATH, error_model="numpy", cache=True)
-{rows}"""
+{rows}
+
+# The same kernel without threads, for inputs below PARALLEL_FROM elements.
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True)
+{rows_serial}"""
 
 
 def _kernel_sources():
@@ -200,9 +284,13 @@ def element_module(name):
 @functools.lru_cache(maxsize=None)
 def _element_module(spec):
     name = spec.name
-    rows_source = inspect.getsource(_rows_template).replace("def _rows_template(", "def rows(", 1)
+    template = inspect.getsource(_rows_template)
     text = _MODULE_TEMPLATE.format(
-        name=name, primitives=", ".join(primitives.PRIMITIVE_NAMES), element=spec.element_source, rows=rows_source
+        name=name,
+        primitives=", ".join(primitives.PRIMITIVE_NAMES),
+        element=spec.element_source,
+        rows=template.replace("def _rows_template(", "def rows(", 1),
+        rows_serial=template.replace("def _rows_template(", "def rows_serial(", 1),
     )
     key = generate.digest(text, *_kernel_sources(), numba.__version__, sys.version)
     safe = "".join(c if c.isalnum() else "_" for c in name)
@@ -232,7 +320,8 @@ def launcher(name):
         spec = registry.SPECS[name]
         values = registry.bind(spec, params, named)
         kernel_params = kernel_parameters(spec, values, y_pred)
-        rows = _element_module(spec).rows
+        module = _element_module(spec)
+        rows = module.rows if y_pred.size >= PARALLEL_FROM else module.rows_serial
         return run_rows(rows, y_true, y_pred, kernel_params, with_grad, loss_out, grad_out, grad_scale, spec.reduce)
 
     launch.__name__ = launch.__qualname__ = name
@@ -294,6 +383,10 @@ def _embedding_contrastive_pairs(labels, pairs, params, grad_scale, loss_out, gr
             _write_pair_gradient(pairs, pair, slope * grad_scale, inv_scale, inv_norm, grad_out)
 
 
+# Below PARALLEL_FROM elements: the same kernel without threads.
+_embedding_contrastive_pairs_serial = njit(fastmath=FASTMATH, error_model="numpy")(_embedding_contrastive_pairs.py_func)
+
+
 def run_pairs(kernel, y_true, pairs, params, with_grad, loss_out, grad_out, grad_scale=1.0):
     """``run_rows`` for kernels over ``(batch, 2, dim)`` pairs: loss shape ``(batch,)``."""
     n_pairs, _ = pair_layout(y_true, pairs)
@@ -314,7 +407,8 @@ def embedding_contrastive(y_true, pairs, margin=1.0, *, with_grad=True, loss_out
     ``huber``.
     """
     params = (float(margin),)
-    return run_pairs(_embedding_contrastive_pairs, y_true, pairs, params, with_grad, loss_out, grad_out, grad_scale)
+    kernel = _embedding_contrastive_pairs if pairs.size >= PARALLEL_FROM else _embedding_contrastive_pairs_serial
+    return run_pairs(kernel, y_true, pairs, params, with_grad, loss_out, grad_out, grad_scale)
 
 
 # ---------------------------------------------------------------------------------
@@ -332,6 +426,9 @@ def _scale_rows(factors, grad, out):
             factor = factors[row]
             for column in range(n_columns):
                 out[row, column] = factor * grad[row, column]
+
+
+_scale_rows_serial = njit(error_model="numpy")(_scale_rows.py_func)  # below PARALLEL_FROM
 
 
 def scale_rows(factors, grad, out=None):
@@ -354,7 +451,8 @@ def scale_rows(factors, grad, out=None):
     n_rows = factors.size
     if n_rows and grad.size:
         rows = (n_rows, grad.size // n_rows)
-        _scale_rows(np.ascontiguousarray(factors).reshape(n_rows), np.ascontiguousarray(grad).reshape(rows), out.reshape(rows))
+        kernel = _scale_rows if grad.size >= PARALLEL_FROM else _scale_rows_serial
+        kernel(np.ascontiguousarray(factors).reshape(n_rows), np.ascontiguousarray(grad).reshape(rows), out.reshape(rows))
     return out
 
 

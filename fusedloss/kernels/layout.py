@@ -4,6 +4,8 @@ A loss reduces the last axis: an input of shape ``(..., n)`` is seen as ``rows``
 ``n`` columns, the loss has shape ``(...)`` and the gradient the input's shape.
 """
 
+import math
+
 import numpy as np
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -31,7 +33,7 @@ def row_layout(y_true, y_pred):
         raise TypeError(f"y_true must have y_pred's dtype {y_pred.dtype}, got {y_true.dtype}")
     loss_shape = shape[:-1]
     n_columns = int(shape[-1])
-    return loss_shape, int(np.prod(loss_shape, dtype=np.int64)), n_columns
+    return loss_shape, math.prod(int(n) for n in loss_shape), n_columns
 
 
 def check_output(name, out, shape, dtype):

@@ -211,3 +211,89 @@ def test_every_launcher_takes_non_contiguous_and_read_only_inputs(case):
     loss, grad = launcher(strided_true, fortran_pred, *case.params)
     np.testing.assert_array_equal(loss, want_loss)
     np.testing.assert_array_equal(grad, want_grad)
+
+
+# ---------------------------------------------------------------------------------
+# Narrow rows (at most cpu.NARROW_COLUMNS columns): blocks of whole rows per task, one
+# flat loop over each block's elements, the row sums from a scratch array.
+
+NARROW_SHAPES = [
+    (40000, 1),  # Keras's (batch, 1)
+    (20001, 2),  # more than one block, a ragged last one
+    (7, 3),  # below cpu.PARALLEL_FROM: the serial kernel
+    (9001, 4),
+    (2049, 5),
+    (1, 10),
+    (3500, 10),
+    (513, 33),
+    (700, cpu.NARROW_COLUMNS),  # the widest narrow row
+    (600, cpu.NARROW_COLUMNS + 1),  # the narrowest wide one
+    (3, 7, 16),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", NARROW_SHAPES, ids=str)
+def test_narrow_rows_match_the_float64_reference(shape, dtype):
+    rtol, atol = TOLERANCES[dtype]
+    y_true, y_pred = random_pair(shape, dtype, seed=len(shape) + shape[-1])
+    loss, grad = cpu.huber(y_true, y_pred, 1.0)
+    want_loss, want_grad = reference.huber(y_true.astype(np.float64), y_pred.astype(np.float64), 1.0)
+    np.testing.assert_allclose(loss, want_loss, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(grad, want_grad, rtol=rtol, atol=atol / shape[-1])
+
+
+@pytest.mark.parametrize("shape", NARROW_SHAPES, ids=str)
+def test_narrow_rows_are_bit_identical_from_call_to_call(shape):
+    y_true, y_pred = random_pair(shape, np.float32, seed=1)
+    first_loss, first_grad = cpu.huber(y_true, y_pred, 1.0)
+    for _ in range(3):
+        loss, grad = cpu.huber(
+            y_true, y_pred, 1.0, loss_out=np.empty_like(first_loss), grad_out=np.empty_like(first_grad)
+        )
+        assert loss.tobytes() == first_loss.tobytes()
+        assert grad.tobytes() == first_grad.tobytes()
+    # The loss-only kernel runs the same loop, so gives the same losses.
+    loss_only, _ = cpu.huber(y_true, y_pred, 1.0, with_grad=False)
+    assert loss_only.tobytes() == first_loss.tobytes()
+
+
+@pytest.mark.parametrize("n_columns", [2, 3, 4, 5, 10, 64])
+def test_narrow_rows_agree_with_the_wide_path(n_columns):
+    # The same rows, each padded with columns of zero error to a wide row: the wide
+    # path's sums, rescaled to the narrow mean, agree within float32 rounding; the
+    # gradients (no sum) are the same up to the different 1 / n.
+    rows = cpu.PARALLEL_FROM // n_columns + 1  # the parallel kernel
+    y_true, y_pred = random_pair((rows, n_columns), np.float32, seed=n_columns)
+    wide = 4 * cpu.NARROW_COLUMNS
+    wide_true = np.zeros((rows, wide), np.float32)
+    wide_pred = np.zeros((rows, wide), np.float32)
+    wide_true[:, :n_columns], wide_pred[:, :n_columns] = y_true, y_pred
+    loss, grad = cpu.huber(y_true, y_pred, 1.0)
+    wide_loss, wide_grad = cpu.huber(wide_true, wide_pred, 1.0, grad_scale=wide / n_columns)
+    np.testing.assert_allclose(loss, wide_loss * (wide / n_columns), rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(grad, wide_grad[:, :n_columns], rtol=2e-7, atol=0)
+
+
+@pytest.mark.parametrize("n_columns", [1, 2, 5, 64])
+def test_narrow_rows_use_each_columns_own_parameter(n_columns):
+    # A per-class parameter is indexed by the column of each element in the flat loop.
+    rng = np.random.default_rng(n_columns)
+    shape = (cpu.PARALLEL_FROM // n_columns + 1, n_columns)
+    labels = (rng.uniform(size=shape) < 0.3).astype(np.float64)
+    logits = 3.0 * rng.normal(size=shape)
+    pos_weight = rng.uniform(0.5, 5.0, n_columns)
+    loss, grad = cpu.weighted_sigmoid_cross_entropy(labels, logits, pos_weight)
+    want_loss, want_grad = reference.weighted_sigmoid_cross_entropy(labels, logits, pos_weight)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("shape", [(cpu.PARALLEL_FROM // 10, 10), (cpu.PARALLEL_FROM // 10 + 1, 10), (4, 8191), (4, 8192)])
+def test_serial_and_parallel_kernels_agree_around_the_threshold(shape):
+    # Either side of cpu.PARALLEL_FROM: the same code, with or without threads.
+    y_true, y_pred = random_pair(shape, np.float64)
+    loss, grad = cpu.huber(y_true, y_pred, 1.0)
+    want_loss, want_grad = reference.huber(y_true, y_pred, 1.0)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-12)
