@@ -167,6 +167,20 @@ def _row_softmax(x, row, start, stop, lane, width, chunks, partial_maxima, parti
 
 
 @register_jitable(inline="always")
+def _grid(x, threads_per_row, columns_per_chunk):
+    """This thread's place in a launch over the segments (row chunks) of ``x``:
+    ``(thread, lane, first, step, chunks, n_segments)``, its block's groups starting at
+    segments ``first, first + step, ...``. The bounds depend on the block only, so its
+    threads reach the same barriers."""
+    thread = cuda.threadIdx.x
+    groups_per_block = cuda.blockDim.x // threads_per_row
+    n_rows, n_columns = x.shape
+    chunks = (n_columns + columns_per_chunk - 1) // columns_per_chunk
+    first = cuda.blockIdx.x * groups_per_block
+    return thread, thread % threads_per_row, first, cuda.gridDim.x * groups_per_block, chunks, n_rows * chunks
+
+
+@register_jitable(inline="always")
 def _segment_bounds(segment, n_segments, chunks, columns_per_chunk, n_columns):
     """``(row, start, stop)`` of a group's segment (a row, or a chunk of one); an empty
     column range past the last segment, whose threads still join the barriers."""
@@ -186,14 +200,9 @@ def _partials(x, partial_maxima, partial_sums, threads_per_row, columns_per_chun
     """``(M_c, S_c)`` of every chunk of every row: ``partial_*[row * chunks + chunk]``."""
     maxima = cuda.shared.array(MAX_THREADS_PER_BLOCK, numba.float64)
     sums = cuda.shared.array(MAX_THREADS_PER_BLOCK, numba.float64)
-    thread = cuda.threadIdx.x
-    lane = thread % threads_per_row
-    groups_per_block = cuda.blockDim.x // threads_per_row
-    n_rows, n_columns = x.shape
-    chunks = (n_columns + columns_per_chunk - 1) // columns_per_chunk
-    n_segments = n_rows * chunks
-    # The loop's bounds depend on the block only: its threads reach the same barriers.
-    for first in range(cuda.blockIdx.x * groups_per_block, n_segments, cuda.gridDim.x * groups_per_block):
+    thread, lane, first_segment, segment_step, chunks, n_segments = _grid(x, threads_per_row, columns_per_chunk)
+    n_columns = x.shape[1]
+    for first in range(first_segment, n_segments, segment_step):
         segment = first + thread // threads_per_row
         row, start, stop = _segment_bounds(segment, n_segments, chunks, columns_per_chunk, n_columns)
         m, s = _columns_softmax(x, row, start, stop, lane, threads_per_row)
@@ -216,13 +225,9 @@ def _dense_kernel(with_grad):
         columns, ``t_j = y_j keep + bias``; ``grad_j = (p_j - t_j) grad_factor``."""
         maxima = cuda.shared.array(MAX_THREADS_PER_BLOCK, numba.float64)
         sums = cuda.shared.array(MAX_THREADS_PER_BLOCK, numba.float64)
-        thread = cuda.threadIdx.x
-        lane = thread % threads_per_row
-        groups_per_block = cuda.blockDim.x // threads_per_row
-        n_rows, n_columns = x.shape
-        chunks = (n_columns + columns_per_chunk - 1) // columns_per_chunk
-        n_segments = n_rows * chunks
-        for first in range(cuda.blockIdx.x * groups_per_block, n_segments, cuda.gridDim.x * groups_per_block):
+        thread, lane, first_segment, segment_step, chunks, n_segments = _grid(x, threads_per_row, columns_per_chunk)
+        n_columns = x.shape[1]
+        for first in range(first_segment, n_segments, segment_step):
             segment = first + thread // threads_per_row
             row, start, stop = _segment_bounds(segment, n_segments, chunks, columns_per_chunk, n_columns)
             m, s = _row_softmax(
@@ -263,13 +268,9 @@ def _sparse_kernel(with_grad):
         ``[0, K)`` NaN for both (never an index)."""
         maxima = cuda.shared.array(MAX_THREADS_PER_BLOCK, numba.float64)
         sums = cuda.shared.array(MAX_THREADS_PER_BLOCK, numba.float64)
-        thread = cuda.threadIdx.x
-        lane = thread % threads_per_row
-        groups_per_block = cuda.blockDim.x // threads_per_row
-        n_rows, n_columns = x.shape
-        chunks = (n_columns + columns_per_chunk - 1) // columns_per_chunk
-        n_segments = n_rows * chunks
-        for first in range(cuda.blockIdx.x * groups_per_block, n_segments, cuda.gridDim.x * groups_per_block):
+        thread, lane, first_segment, segment_step, chunks, n_segments = _grid(x, threads_per_row, columns_per_chunk)
+        n_columns = x.shape[1]
+        for first in range(first_segment, n_segments, segment_step):
             segment = first + thread // threads_per_row
             row, start, stop = _segment_bounds(segment, n_segments, chunks, columns_per_chunk, n_columns)
             label = labels[row] if segment < n_segments else ignore_label
@@ -355,13 +356,9 @@ def _focal_kernel(with_grad):
         ``_focal_gradient``, once every chunk's dot is known)."""
         maxima = cuda.shared.array(MAX_THREADS_PER_BLOCK, numba.float64)
         sums = cuda.shared.array(MAX_THREADS_PER_BLOCK, numba.float64)
-        thread = cuda.threadIdx.x
-        lane = thread % threads_per_row
-        groups_per_block = cuda.blockDim.x // threads_per_row
-        n_rows, n_columns = x.shape
-        chunks = (n_columns + columns_per_chunk - 1) // columns_per_chunk
-        n_segments = n_rows * chunks
-        for first in range(cuda.blockIdx.x * groups_per_block, n_segments, cuda.gridDim.x * groups_per_block):
+        thread, lane, first_segment, segment_step, chunks, n_segments = _grid(x, threads_per_row, columns_per_chunk)
+        n_columns = x.shape[1]
+        for first in range(first_segment, n_segments, segment_step):
             segment = first + thread // threads_per_row
             row, start, stop = _segment_bounds(segment, n_segments, chunks, columns_per_chunk, n_columns)
             m, s = _row_softmax(
@@ -404,13 +401,9 @@ def _focal_gradient(
 ):
     """The focal gradient of split rows: ``(M, S)`` and ``sum_k g_k p_k`` merged from
     the row's chunks in chunk order, then ``grad_j = p_j (g_j - dot) grad_factor``."""
-    thread = cuda.threadIdx.x
-    lane = thread % threads_per_row
-    groups_per_block = cuda.blockDim.x // threads_per_row
-    n_rows, n_columns = x.shape
-    chunks = (n_columns + columns_per_chunk - 1) // columns_per_chunk
-    n_segments = n_rows * chunks
-    for first in range(cuda.blockIdx.x * groups_per_block, n_segments, cuda.gridDim.x * groups_per_block):
+    thread, lane, first_segment, segment_step, chunks, n_segments = _grid(x, threads_per_row, columns_per_chunk)
+    n_columns = x.shape[1]
+    for first in range(first_segment, n_segments, segment_step):
         segment = first + thread // threads_per_row
         if segment < n_segments:
             row, start, stop = _segment_bounds(segment, n_segments, chunks, columns_per_chunk, n_columns)
