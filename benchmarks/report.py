@@ -43,6 +43,17 @@ class Result(NamedTuple):
     floor_s: float
 
 
+
+def markdown_table(columns, rows, left_aligned):
+    """A Markdown table's lines: text columns (``left_aligned(index, name)``) to the
+    left, numbers to the right."""
+    rule = "|".join("---" if left_aligned(i, column) else "---:" for i, column in enumerate(columns))
+    return ["| " + " | ".join(columns) + " |", "|" + rule + "|"] + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _first_three_or_path(i, column):
+    return i < 3 or column == "path"
+
 def load(json_path):
     """``(results, data)``: the loss cases as ``Result`` and the whole JSON; the model.fit
     workloads are in ``data`` too (``fit_results(data)``)."""
@@ -101,10 +112,8 @@ def fit_markdown(fits):
         "speed-up = reference step / fused step per round, its median, interquartile range "
         "and extremes over the rounds; `path`: what the fused loss runs at this size.",
         "",
-        "| " + " | ".join(FIT_COLUMNS) + " |",
-        "|" + "|".join("---" if i < 6 and i != 1 else "---:" for i in range(len(FIT_COLUMNS))) + "|",
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in fit_rows(fits)]
+    lines += markdown_table(FIT_COLUMNS, fit_rows(fits), lambda i, column: i < 6 and i != 1)
     lines += ["", "Workloads:", ""]
     lines += [f"- {fit['workload']}: {fit['description']}" for fit in fits]
     return lines
@@ -227,10 +236,8 @@ def softmax_markdown(data, timed=True):
         "eagerly, in tf.function and under XLA; mean reduction; x floor = time / (bytes that must "
         "move / bandwidth); vs X = X's time / fusedloss's time.",
         "",
-        "| " + " | ".join(SOFTMAX_COLUMNS) + " |",
-        "|" + "|".join("---" if i < 3 or c == "path" else "---:" for i, c in enumerate(SOFTMAX_COLUMNS)) + "|",
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in softmax_rows(groups)]
+    lines += markdown_table(SOFTMAX_COLUMNS, softmax_rows(groups), _first_three_or_path)
     if memory:
         lines += [
             "",
@@ -239,10 +246,8 @@ def softmax_markdown(data, timed=True):
             "before it (libraries loaded, inputs made); `resident after warm-up` is what stayed "
             "(TensorFlow's pools, fusedloss's pooled outputs, XLA's compiled code).",
             "",
-            "| " + " | ".join(MEMORY_COLUMNS) + " |",
-            "|" + "|".join("---" if i < 3 else "---:" for i in range(len(MEMORY_COLUMNS))) + "|",
         ]
-        lines += ["| " + " | ".join(row) + " |" for row in softmax_memory_rows(memory)]
+        lines += markdown_table(MEMORY_COLUMNS, softmax_memory_rows(memory), lambda i, column: i < 3)
         lines += [""] + [f"- {line}" for line in softmax_memory_check(memory)]
     if timed and groups:
         lines += ["", "Softmax targets (sparse labels, forward+backward):", ""]
@@ -433,10 +438,8 @@ def markdown(results, data, timed=True):
         "`fusedloss` ran (the fused kernel or, below the dispatch threshold, TensorFlow ops); "
         "x floor = time / (bytes that must move / bandwidth); vs X = X's time / fusedloss's time.",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join("---" if i < 3 or column == "path" else "---:" for i, column in enumerate(COLUMNS)) + "|",
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
+    lines += markdown_table(COLUMNS, table_rows(results), _first_three_or_path)
     lines += fit_markdown(fit_results(data))
     lines += softmax_markdown(data, timed)
     if not timed:
