@@ -36,6 +36,13 @@ setup(
             "pytest-benchmark>=4",
             "matplotlib>=3.8",
             "rich>=13",
+            # Independent references for the softmax cross-entropies: PyTorch's
+            # cross_entropy (label_smoothing, ignore_index) and a real data set for the
+            # model.fit parity test (scikit-learn's digits ship with the package). The
+            # pin is the CPU build on this project's machines' wheel disk; a looser range
+            # resolves to a multi-GB CUDA build there.
+            "torch==2.13.0",
+            "scikit-learn>=1.3",
         ],
         "bench": [TENSORFLOW_CPU, "pytest>=8", "pytest-benchmark>=4", "matplotlib>=3.8", "rich>=13"],
     },

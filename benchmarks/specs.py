@@ -329,8 +329,8 @@ RUN_MODES = {
         fit=FitBudget(rounds=2, seconds_per_epoch=0.0, min_steps=1, max_steps=1, smoke=True),
     ),
     "quick": RunMode(
-        "quick", (1_000, 100_000, 1_000_000, 10_000_000), workloads=False, seconds_per_case=0.05,
-        min_rounds=3, max_rounds=100,
+        "quick", (1_000, 100_000, 1_000_000, 10_000_000), workloads=False, seconds_per_case=0.15,
+        min_rounds=7, max_rounds=100,
         fit=FitBudget(rounds=7, seconds_per_epoch=0.25, min_steps=2, max_steps=40),
         narrow_columns=(1, 2, 10, 64),
     ),

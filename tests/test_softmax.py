@@ -174,24 +174,86 @@ def test_keras_model_saves_and_loads_with_the_loss(tmp_path):
     assert loaded.loss.get_config() == loss.get_config()
 
 
-def _fit(loss, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(256, 8)).astype(np.float32)
-    y = (x @ rng.normal(size=(8, 5))).argmax(axis=-1)
+def _digits():
+    """scikit-learn's handwritten digits (1797 images of 8x8, 10 classes; shipped with
+    the package, no download), scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
+
+
+def _fit_digits(loss, one_hot=False, seed=0):
+    x, y = _digits()
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(5)])
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss)
-    history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
+    model.compile(optimizer=keras.optimizers.SGD(0.3), loss=loss)
+    targets = np.eye(10, dtype=np.float32)[y] if one_hot else y
+    history = model.fit(x, targets, batch_size=64, epochs=3, verbose=0, shuffle=False)
     return np.array(history.history["loss"]), model.get_weights()
 
 
-def test_model_fit_matches_keras():
-    ours, our_weights = _fit(fusedloss.SparseCategoricalCrossentropy(from_logits=True))
-    theirs, their_weights = _fit(keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    assert ours[-1] < ours[0]  # it learns
-    np.testing.assert_allclose(ours, theirs, rtol=1e-4)
+@pytest.mark.parametrize(
+    "ours, theirs, one_hot",
+    [
+        (SCCE(from_logits=True), K_SCCE(from_logits=True), False),
+        (CCE(from_logits=True, label_smoothing=0.1), K_CCE(from_logits=True, label_smoothing=0.1), True),
+        (FOCAL(from_logits=True, gamma=1.5), K_FOCAL(from_logits=True, gamma=1.5), True),
+    ],
+    ids=["sparse", "categorical-smoothing", "focal"],
+)
+def test_model_fit_on_digits_matches_keras(ours, theirs, one_hot):
+    got, our_weights = _fit_digits(ours, one_hot)
+    want, their_weights = _fit_digits(theirs, one_hot)
+    assert got[-1] < 0.7 * got[0]  # it learns
+    np.testing.assert_allclose(got, want, rtol=1e-4)
     for a, b in zip(our_weights, their_weights):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------
+# PyTorch's cross_entropy in float64: an independent implementation, with its own
+# label_smoothing and ignore_index (mean over the rows not ignored, as Keras's mask).
+
+TORCH_REDUCTIONS = {"sum_over_batch_size": "mean", "sum": "sum", None: "none"}
+
+
+def _torch_value_and_gradient(y_true, logits, reduction, scale, **kwargs):
+    import torch
+    logits = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor(y_true)
+    # torch puts the classes on axis 1: (batch, seq, classes) -> (batch, classes, seq)
+    moved = logits.movedim(-1, 1) if logits.ndim > 2 else logits
+    target = target.movedim(-1, 1) if target.is_floating_point() and target.ndim > 2 else target
+    loss = scale * torch.nn.functional.cross_entropy(moved, target, reduction=TORCH_REDUCTIONS[reduction], **kwargs)
+    loss.sum().backward()
+    return loss.detach().numpy(), logits.grad.numpy()
+
+
+TORCH_CASES = [
+    # (fusedloss class, its kwargs, inputs (labels, logits), torch's kwargs)
+    pytest.param(SCCE, {}, lambda: sparse_inputs((41, 401)), {}, id="sparse"),
+    pytest.param(SCCE, {"ignore_class": 3}, lambda: sparse_inputs((3, 7, 29), ignore=3), {"ignore_index": 3},
+                 id="sparse-seq-ignore"),
+    pytest.param(CCE, {"label_smoothing": 0.1}, lambda: sparse_inputs((41, 401)), {"label_smoothing": 0.1},
+                 id="one-hot-smoothing"),
+    pytest.param(CCE, {}, lambda: dense_inputs((3, 5, 33)), {}, id="soft-targets-seq"),
+    pytest.param(CCE, {"label_smoothing": 0.2}, lambda: dense_inputs((17, 10)), {"label_smoothing": 0.2},
+                 id="soft-targets-smoothing"),
+]
+
+
+@pytest.mark.parametrize("loss_class, kwargs, make, torch_kwargs", TORCH_CASES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_values_and_gradients_match_torch_cross_entropy_in_float64(loss_class, kwargs, make, torch_kwargs, reduction):
+    labels, logits = make()
+    torch_loss, torch_grad = _torch_value_and_gradient(labels, logits, reduction, 2.0, **torch_kwargs)
+    # one-hot where the categorical form gets class indices (torch takes those directly)
+    y_true = np.eye(logits.shape[-1])[labels] if loss_class is CCE and labels.dtype.kind == "i" else labels
+    loss = loss_class(from_logits=True, reduction=reduction, dtype="float64", **kwargs)
+    got_loss, got_grad = value_and_gradient(loss, tf.constant(y_true), tf.constant(logits), 2.0)
+    np.testing.assert_allclose(got_loss, torch_loss, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got_grad, torch_grad, rtol=1e-10, atol=1e-14)
 
 
 def test_from_logits_false_after_a_softmax_layer_uses_its_logits_as_keras_does():
