@@ -7,8 +7,8 @@ round's time included), ``<mode>.md`` (the table, crossovers and targets) and
 
 Modes: the default runs every size from 1e3 to 1e7 elements (two per decade), the
 three loss workloads and the model.fit workloads of ``benchmarks/fit.py`` (9 rounds;
-~15 minutes on 2 cores); ``--quick`` the sizes 1e3, 1e5, 1e6 and 1e7 with a smaller
-timing budget, no loss workloads and 7 rounds of the model.fit ones (~4 minutes);
+~37 minutes on 2 cores, measured 2026-12-03); ``--quick`` the sizes 1e3, 1e5, 1e6 and 1e7 with a smaller
+timing budget, no loss workloads and 7 rounds of the model.fit ones (~8 minutes);
 ``--smoke`` one tiny size, one round per case and the model.fit workloads shrunk to a
 few elements: every provider's correctness is checked, nothing meaningful is timed
 (for CI). ``--workloads a,b`` picks model.fit workloads (``none``: none).
@@ -37,7 +37,7 @@ into ``<mode>-fit-threads.md`` (and ``.json``); ``--workloads none`` skips it to
 
 ``--docs`` regenerates every result the README links, into ``docs/results/`` (tracked by
 git): the full run, then ``--quick --reuse-malloc`` and ``--quick --huge-pages``, each in
-its own process (~15 minutes on 2 cores). It takes no other option.
+its own process (54 minutes on 2 cores, 2026-12-03). It takes no other option.
 
 The exit status is pytest's: non-zero when any provider disagreed with the reference.
 """
@@ -110,7 +110,7 @@ class ProgressPlugin:
 def parse_arguments(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[1])
     modes = parser.add_mutually_exclusive_group()
-    modes.add_argument("--quick", action="store_const", dest="mode", const="quick", help="under 2 minutes")
+    modes.add_argument("--quick", action="store_const", dest="mode", const="quick", help="~8 minutes on 2 cores")
     modes.add_argument("--smoke", action="store_const", dest="mode", const="smoke", help="correctness only, for CI")
     parser.add_argument("--output", type=Path, default=Path("results"), help="results folder (default: results/)")
     parser.add_argument("--losses", default="", help="comma-separated loss names (default: all)")

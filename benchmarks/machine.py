@@ -31,7 +31,7 @@ def measure_bandwidth(nbytes=256 * 2**20, repeats=10, parallel=True):
     triad ``a = b + 0.5 c`` (every core), each counted as the bytes it reads and
     writes. The floor must be one no kernel can beat: the triad reads two arrays per
     one written, as a fused loss's forward+backward does, and on these machines it
-    moves ~30% more bytes per second than a copy, which a kernel with that mix would
+    moved 30-70 % more bytes per second than a copy (2026-12-03), which a kernel with that mix would
     otherwise appear to beat.
 
     Returns ``(bandwidth, how)`` where ``how`` names the winning stream. ``parallel=False``

@@ -220,6 +220,7 @@ TORCH_REDUCTIONS = {"sum_over_batch_size": "mean", "sum": "sum", None: "none"}
 
 def _torch_value_and_gradient(y_true, logits, reduction, scale, **kwargs):
     import torch
+
     logits = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
     target = torch.tensor(y_true)
     # torch puts the classes on axis 1: (batch, seq, classes) -> (batch, classes, seq)
