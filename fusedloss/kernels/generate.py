@@ -13,8 +13,6 @@ subexpression is computed once; every constant is written in the prediction's ty
 Framework-free: nothing here imports TensorFlow.
 """
 
-import hashlib
-
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",
           "eq": "==", "ne": "!=", "and": "&", "or": "|"}
 _CALLS = {"abs": "abs", "sign": "_sign", "exp": "_exp", "log": "_log", "log1p": "_log1p", "expm1": "_expm1",
@@ -90,15 +88,6 @@ def element_source(value, slope, per_class=(), function_name="element"):
     value_name, slope_name = name_of(value), name_of(slope)
     # A constant slope or value still has the prediction's type.
     return "\n".join(header + lines + [f"    return {value_name}, {slope_name}", ""])
-
-
-def digest(*texts):
-    """A short hash of everything a generated kernel depends on (its cache key)."""
-    h = hashlib.sha256()
-    for text in texts:
-        h.update(text.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:20]
 
 
 _ARRAY_INFIX = dict(_INFIX, **{"and": "&", "or": "|"})

@@ -49,6 +49,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from . import caching
 from . import math as scalar_math
 from .layout import SUPPORTED_DTYPES, check_output
 from .softmax_reference import EPSILON, NO_IGNORE
@@ -236,7 +237,7 @@ def _dense_loss_and_gradient(y, x, g, m, factor, log_s, keep, bias, grad_scale):
     return total
 
 
-@njit(parallel=True, fastmath=FASTMATH, error_model="numpy")
+@njit(parallel=True, fastmath=FASTMATH, error_model="numpy", cache=caching.ENABLED)
 def _dense_rows(y, x, keep, bias, grad_scale, loss_out, grad_out, n_chunks):
     n_rows, n_columns = x.shape
     if n_chunks == 1:
@@ -306,7 +307,7 @@ def _zero(g):
         g[j] = 0
 
 
-@njit(parallel=True, fastmath=FASTMATH, error_model="numpy")
+@njit(parallel=True, fastmath=FASTMATH, error_model="numpy", cache=caching.ENABLED)
 def _sparse_rows(labels, x, ignore_label, grad_scale, loss_out, grad_out, n_chunks):
     """``loss = log S - (x_label - M)``; ``grad_j = p_j grad_scale``, less
     ``grad_scale`` at the label (the one-hot target)."""
@@ -401,7 +402,7 @@ def _focal_gradient(y, x, row, first, last, m, s, alpha, gamma, keep, bias, low,
         grad_out[row, j] = p * (slope - dot) * grad_factor
 
 
-@njit(parallel=True, fastmath=FASTMATH, error_model="numpy")
+@njit(parallel=True, fastmath=FASTMATH, error_model="numpy", cache=caching.ENABLED)
 def _focal_rows(y, x, alpha, gamma, keep, bias, low, high, grad_factor, loss_out, grad_out, n_chunks):
     n_rows, n_columns = x.shape
     n_tasks = n_rows * n_chunks
