@@ -49,6 +49,8 @@ def check_expected_upstream(expected_upstream):
 def check_parameter(name, value, minimum=0.0, inclusive=False):
     """Return ``value`` as a float, or raise ``ValueError`` naming it and the range."""
     try:
+        if isinstance(value, (str, bytes)):  # float("1.0") would take it
+            raise TypeError
         number = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a real number, got {value!r}") from None

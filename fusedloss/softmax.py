@@ -36,9 +36,16 @@ def check_axis(axis):
 def check_ignore_class(ignore_class):
     if ignore_class is None:
         return None
-    if isinstance(ignore_class, bool) or not float(ignore_class).is_integer():
+    if isinstance(ignore_class, (bool, str, bytes)) or not _is_integer(ignore_class):
         raise ValueError(f"ignore_class must be None or an integer, got {ignore_class!r}")
     return int(ignore_class)
+
+
+def _is_integer(value):
+    try:
+        return float(value).is_integer()
+    except (TypeError, ValueError):
+        return False
 
 
 def check_gamma(gamma):
@@ -47,7 +54,10 @@ def check_gamma(gamma):
 
 def check_alpha(alpha):
     """A number, or one weight per class (a tuple); finite and >= 0."""
-    values = np.asarray(alpha, np.float64) if not isinstance(alpha, tf.Tensor) else None
+    try:
+        values = None if isinstance(alpha, (tf.Tensor, str, bytes)) else np.asarray(alpha, np.float64)
+    except (TypeError, ValueError):
+        values = None
     if values is None or values.ndim > 1 or values.size == 0:
         raise ValueError(f"alpha must be a number or a non-empty 1-D sequence of numbers, got {alpha!r}")
     if values.ndim == 0:

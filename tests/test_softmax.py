@@ -1,9 +1,13 @@
-"""Softmax cross-entropies through TensorFlow and Keras, against Keras in float64.
+"""What is particular to the softmax cross-entropies, beyond their rows in the
+conformance table (tests/conformance/table.py: values, gradients, reductions,
+config, files, fit, XLA, CUDA for every loss).
 
-One table of cases (loss class, Keras equivalent, constructor kwargs, input maker) and
-generic tests over it, so the rows can later join a shared conformance table. Every
-case runs the fused kernel (tests/conftest.py sets the fused size threshold to 0);
-``test_xla_path_equals_kernel_path`` runs the TF-ops path too.
+Here: the shapes only softmax losses have (a class axis other than the last, labels
+of shape (batch, 1) and (batch, seq) with ignore_class, one class, per-class focal
+alpha), PyTorch's cross_entropy as a second reference, training on a real data set,
+logits found behind a softmax layer, labels out of range, NaN rows and huge logits.
+Every case runs the fused kernel (tests/conftest.py sets the fused size threshold to
+0); ``test_xla_path_equals_kernel_path`` runs the TF-ops path too.
 """
 
 from typing import Callable, NamedTuple
@@ -51,18 +55,14 @@ CCE, SCCE, FOCAL = fusedloss.CategoricalCrossentropy, fusedloss.SparseCategorica
 K_CCE, K_SCCE, K_FOCAL = keras.losses.CategoricalCrossentropy, keras.losses.SparseCategoricalCrossentropy, keras.losses.CategoricalFocalCrossentropy
 
 CASES = [
-    Case("cce-soft-41x401", CCE, K_CCE, {"from_logits": True}, lambda s: dense_inputs((41, 401), s)),
     Case("cce-smoothing-3x5x33", CCE, K_CCE, {"from_logits": True, "label_smoothing": 0.1}, lambda s: onehot_inputs((3, 5, 33), s)),
     Case("cce-axis-1", CCE, K_CCE, {"from_logits": True, "axis": 1}, lambda s: tuple(np.swapaxes(a, 1, 2) for a in dense_inputs((4, 6, 9), s))),
-    Case("scce-41x401", SCCE, K_SCCE, {"from_logits": True}, lambda s: sparse_inputs((41, 401), s)),
     Case("scce-trailing-one", SCCE, K_SCCE, {"from_logits": True}, lambda s: sparse_inputs((17, 10), s, trailing_one=True)),
     Case("scce-seq-ignore", SCCE, K_SCCE, {"from_logits": True, "ignore_class": -1}, lambda s: sparse_inputs((3, 7, 29), s, ignore=-1)),
     Case("scce-one-class", SCCE, K_SCCE, {"from_logits": True}, lambda s: sparse_inputs((9, 1), s)),
-    Case("focal-41x401", FOCAL, K_FOCAL, {"from_logits": True}, lambda s: onehot_inputs((41, 401), s)),
     Case("focal-smoothing-alpha", FOCAL, K_FOCAL, {"from_logits": True, "label_smoothing": 0.1, "alpha": [0.25, 0.5, 1.0, 0.75, 0.375], "gamma": 1.5}, lambda s: dense_inputs((13, 5), s)),
     # (alpha exact in float32: Keras rounds a list alpha to float32 even in float64.)
-    # Probabilities: Keras's own formula (normalise, clip, log), not fused.
-    Case("cce-probabilities", CCE, K_CCE, {}, lambda s: (dense_inputs((8, 6), s)[0], np.random.default_rng(s).dirichlet(np.ones(6), 8))),
+    # Probabilities with ignore_class: Keras's own formula (normalise, clip, log), not fused.
     Case("scce-probabilities-ignore", SCCE, K_SCCE, {"ignore_class": 2}, lambda s: (sparse_inputs((8, 6), s, ignore=2)[0], np.random.default_rng(s).dirichlet(np.ones(6), 8))),
 ]
 REDUCTIONS = ["sum_over_batch_size", "sum", None]
@@ -137,41 +137,6 @@ def test_xla_path_equals_kernel_path(case):
     xla = tf.function(step, jit_compile=True)(y_true, y_pred)
     np.testing.assert_allclose(xla[0], kernel[0], rtol=1e-12)
     np.testing.assert_allclose(xla[1], kernel[1], rtol=1e-10, atol=1e-15)
-
-
-FUNCTIONS = {CCE: fusedloss.categorical_crossentropy, SCCE: fusedloss.sparse_categorical_crossentropy, FOCAL: fusedloss.categorical_focal_crossentropy}
-
-
-@by_name([c for c in CASES if c.kwargs.get("from_logits")])
-def test_numeric_gradient_in_float64(case):
-    y_true, y_pred = case.inputs(1)
-    # a few rows are enough, and keep the finite differences cheap
-    y_true, y_pred = tf.constant(y_true[:3]), tf.constant(y_pred[:3])
-    fn = FUNCTIONS[case.loss]
-    theoretical, numerical = tf.test.compute_gradient(lambda p: fn(y_true, p, **case.kwargs), [y_pred], delta=1e-6)
-    np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-6, atol=1e-8)
-
-
-@by_name(CASES)
-def test_config_is_keras_config_plus_dtype_and_round_trips(case):
-    ours = case.loss(**case.kwargs)
-    config = ours.get_config()
-    want = case.keras_loss(**case.kwargs).get_config()
-    assert {k: v for k, v in config.items() if k not in ("name", "dtype")} == {k: v for k, v in want.items() if k != "name"}
-    assert config["dtype"] is None
-    rebuilt = case.loss.from_config(config)
-    assert rebuilt.get_config() == config
-
-
-def test_keras_model_saves_and_loads_with_the_loss(tmp_path):
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    loss = fusedloss.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
-    model.compile(optimizer="sgd", loss=loss)
-    path = tmp_path / "model.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded.loss) is fusedloss.SparseCategoricalCrossentropy
-    assert loaded.loss.get_config() == loss.get_config()
 
 
 def _digits():
@@ -308,14 +273,6 @@ def test_huge_logits_match_keras_exactly_enough():
     np.testing.assert_allclose(grad, want_grad, rtol=1e-6, atol=1e-7)
 
 
-def test_bad_parameters_are_rejected_at_construction():
-    with pytest.raises(ValueError, match="label_smoothing"):
-        CCE(label_smoothing=1.5)
-    with pytest.raises(ValueError, match="ignore_class"):
-        SCCE(ignore_class=1.5)
-    with pytest.raises(ValueError, match="gamma"):
-        FOCAL(gamma=-1.0)
-    with pytest.raises(ValueError, match="alpha"):
-        FOCAL(alpha=[[1.0]])
+def test_labels_of_a_wrong_shape_are_an_error_naming_it():
     with pytest.raises(ValueError, match="labels must have shape"):
         fusedloss.sparse_categorical_crossentropy(tf.zeros((3, 2), tf.int64), tf.zeros((3, 5)), from_logits=True)

@@ -68,6 +68,12 @@ class Row(NamedTuple):
     bad_kwargs: tuple = ()
     # get_config keys beyond Keras's: "dtype" always (Keras drops it), and any Keras lacks
     extra_config_keys: frozenset = frozenset({"dtype"})
+    # Which kernels run the loss: "elementwise" (the generated row kernel of the row's
+    # definition) or one of the softmax kernels, "softmax dense|sparse|focal"
+    kernel: str = "elementwise"
+    # The constructor's number parameters (each must refuse NaN, Inf, a string, None);
+    # None: a defined loss's numeric parameters, else every constructor argument
+    numeric_parameters: tuple = None
 
     def tolerance_for(self, dtype):
         return self.tolerance.get(dtype, TOLERANCES[dtype])
@@ -232,6 +238,27 @@ def multilabel_logits(rng, shape, variant, ties):
     return y_true, 3.0 * _away_from_zero(rng, shape)
 
 
+def class_scores(rng, shape, variant, ties):
+    """Targets over the last axis (soft, one-hot, or integer labels of ``shape[:-1]``,
+    some ``ignore_class``) and logits, or probabilities without ``from_logits`` (at
+    least 0.4 / classes: away from Keras's clip at epsilon). A softmax has no kink:
+    ``ties`` changes nothing."""
+    classes, leading = shape[-1], tuple(shape[:-1])
+    if variant.inputs == "labels":
+        y_true = rng.integers(0, classes, size=leading).astype(np.float64)  # Keras casts labels to the loss's dtype
+        if "ignore_class" in variant.kwargs:
+            y_true.reshape(-1)[::3] = variant.kwargs["ignore_class"]
+    elif variant.inputs == "one-hot":
+        y_true = np.eye(classes)[rng.integers(0, classes, size=leading)]
+    else:
+        y_true = rng.dirichlet(np.ones(classes), size=leading)
+    if variant.kwargs.get("from_logits"):
+        y_pred = 3.0 * rng.standard_normal(shape)
+    else:
+        y_pred = 0.6 * rng.dirichlet(np.ones(classes), size=leading) + 0.4 / classes
+    return y_true, y_pred
+
+
 def _per_class(columns):
     return [0.5 + 0.25 * i for i in range(columns)]
 
@@ -306,6 +333,30 @@ ROWS = (
         # The float32 kernel's exp/log1p are vectorisable approximations (error bounds in the README).
         tolerance={"float32": Tolerance(rtol=1e-4, atol=1e-5)},
         bad_kwargs=(({"pos_weight": -1.0}, "pos_weight"), *_BAD_SMOOTHING)),
+    Row("categorical_crossentropy", fusedloss.CategoricalCrossentropy,
+        (Variant({"from_logits": True}), Variant({"from_logits": True, "label_smoothing": 0.1}, inputs="one-hot"),
+         Variant({})),
+        keras_reference(keras.losses.CategoricalCrossentropy), class_scores,
+        keras=keras.losses.CategoricalCrossentropy, kernel="softmax dense", numeric_parameters=("label_smoothing",),
+        bad_kwargs=(*_BAD_SMOOTHING, ({"axis": 1.5}, "axis"))),
+    Row("sparse_categorical_crossentropy", fusedloss.SparseCategoricalCrossentropy,
+        (Variant({"from_logits": True}, inputs="labels"),
+         Variant({"from_logits": True, "ignore_class": -1}, inputs="labels"), Variant({}, inputs="labels")),
+        keras_reference(keras.losses.SparseCategoricalCrossentropy), class_scores,
+        keras=keras.losses.SparseCategoricalCrossentropy, kernel="softmax sparse", numeric_parameters=(),
+        skips={"nan_inf y_true=nan": "integer labels: a NaN label is an out-of-range label (tests/test_softmax.py)",
+               "odd_shapes (3, 5, 1)": "Keras squeezes y_pred's trailing 1 to labels' rank and then refuses it: "
+               "no reference (fusedloss takes it as one class)"},
+        bad_kwargs=(({"ignore_class": 1.5}, "ignore_class"), ({"ignore_class": "one"}, "ignore_class"))),
+    Row("categorical_focal_crossentropy", fusedloss.CategoricalFocalCrossentropy,
+        (Variant({"from_logits": True}, inputs="one-hot"),
+         Variant({"from_logits": True, "alpha": 0.4, "gamma": 1.5, "label_smoothing": 0.1}), Variant({})),
+        keras_reference(keras.losses.CategoricalFocalCrossentropy), class_scores,
+        keras=keras.losses.CategoricalFocalCrossentropy, kernel="softmax focal",
+        numeric_parameters=("alpha", "gamma", "label_smoothing"),
+        skips={"odd_shapes (3, 5, 1)": "one class: the loss is alpha * eps**2 * -log(1 - eps) (~1e-22), which "
+               "float32's rounding of 1 - eps moves by 70 % (Keras in float32 gives fusedloss's 4.2e-22)"},
+        bad_kwargs=(*_BAD_SMOOTHING, ({"alpha": -0.5}, "alpha"), ({"gamma": -1.0}, "gamma"))),
     Row("profit_cost", ProfitCost, (Variant({}), Variant({"cost": 2.0, "profit": 5.0})),
         formula_reference(_profit_cost), errors),
 )

@@ -37,6 +37,8 @@ def test_from_config_round_trip(row, variant):
 
 def _numeric_parameters(row):
     """The constructor's parameters that are numbers (not static choices)."""
+    if row.numeric_parameters is not None:
+        return list(row.numeric_parameters)
     definition = getattr(row.loss, "definition", None)
     if definition is not None:
         return list(definition.numeric)
