@@ -180,6 +180,27 @@ def _scale_saved_grad(upstream, saved_grad):
     return cpu.scale_rows(upstream, saved_grad, out=pool.take(saved_grad.shape, saved_grad.dtype))
 
 
+# From this many upstream values (as many as the loss has), the backward asks the host
+# whether they are all the expected one: TensorFlow's `equal` + `reduce_all` cost ~3 ms
+# at 1e7 (narrow rows: a (1e7, 1) loss has 1e7 upstream values), the host ~1 ms plus a
+# `numpy_function` round trip (~0.3 ms), which is why small upstreams stay in the graph.
+HOST_CHECK_FROM = 1 << 18
+
+
+def _rescale_on_host(expected, count, upstream, saved_grad):
+    """Host side of ``rescale`` for large upstreams: ``saved_grad`` itself (no copy:
+    TensorFlow wraps the same memory again) when every upstream value is ``expected``,
+    else its product with ``upstream * count`` (``count`` None: with ``upstream``)."""
+    from .kernels import cpu
+
+    if cpu.all_equal(upstream, expected):
+        return saved_grad
+    factors = upstream.astype(saved_grad.dtype)
+    if count is not None:
+        factors *= saved_grad.dtype.type(count)
+    return _scale_saved_grad(factors, saved_grad)
+
+
 def _known_to_be_ones(upstream):
     """True when the graph itself says every upstream value is 1: ``tape.gradient`` of
     an unreduced loss seeds it with a constant (static shape) or a ``Fill`` of 1."""
@@ -203,11 +224,23 @@ def rescale(upstream, saved_grad, expected_upstream="ones"):
     On the host the product is a kernel writing into a pooled buffer, not a TensorFlow
     multiply: TensorFlow's fresh output for every step cost more than the whole fused
     forward (page faults; 150 ms for 1e5 x 2 x 128 float32 against 37 ms for the
-    kernel). On a GPU it is a TensorFlow multiply, which stays on the device.
+    kernel). On a GPU it is a TensorFlow multiply, which stays on the device. From
+    ``HOST_CHECK_FROM`` upstream values (static shape, traced) the host also makes the
+    choice, in the same call: one ``numpy_function`` instead of TensorFlow's check.
     """
     if expected_upstream == "ones" and _known_to_be_ones(upstream):
         return saved_grad
-    if expected_upstream == "mean" and upstream.shape.is_fully_defined() and upstream.dtype in (tf.float32, tf.float64):
+    static = upstream.shape.is_fully_defined() and upstream.dtype in (tf.float32, tf.float64)
+    large = static and upstream.shape.num_elements() >= HOST_CHECK_FROM
+    if large and not gpu_bridge.wanted(saved_grad) and not tf.executing_eagerly():
+        dtype = upstream.dtype.as_numpy_dtype
+        count = upstream.shape.num_elements() if expected_upstream == "mean" else None
+        expected = dtype(1) if count is None else dtype(1) / dtype(max(count, 1))
+        host = functools.partial(_rescale_on_host, expected, count)
+        product = tf.numpy_function(host, [upstream, saved_grad], saved_grad.dtype, stateful=False)
+        product.set_shape(saved_grad.shape)
+        return product
+    if expected_upstream == "mean" and static:
         # Known when tracing: constants instead of the ops that compute them per call
         # (1 / n correctly rounded in NumPy as in TensorFlow for these dtypes).
         count = upstream.shape.num_elements()

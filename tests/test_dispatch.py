@@ -295,10 +295,19 @@ def test_keras_fit_with_unknown_batch_matches_native_on_both_paths(launches):
 # The backward's rescale
 
 
+@pytest.fixture(params=["graph-check", "host-check"])
+def upstream_check(request, monkeypatch):
+    """Where the backward asks whether the upstream is the expected one: TensorFlow's
+    ops (small upstreams), or the host (from ``ops.HOST_CHECK_FROM`` values; here all)."""
+    if request.param == "host-check":
+        monkeypatch.setattr(ops, "HOST_CHECK_FROM", 0)
+    return request.param
+
+
 @pytest.mark.parametrize(
     "upstream_shape, grad_shape", [((41,), (41, 401)), ((3, 5), (3, 5, 7)), ((6,), (6, 2, 9))], ids=str
 )
-def test_rescale_broadcasts_upstream_over_trailing_axes(upstream_shape, grad_shape):
+def test_rescale_broadcasts_upstream_over_trailing_axes(upstream_shape, grad_shape, upstream_check):
     rng = np.random.default_rng(2)
     upstream = rng.standard_normal(upstream_shape).astype(np.float32)
     saved = rng.standard_normal(grad_shape).astype(np.float32)
@@ -310,13 +319,13 @@ def test_rescale_broadcasts_upstream_over_trailing_axes(upstream_shape, grad_sha
     np.testing.assert_array_equal(saved, saved_copy)
 
 
-def test_rescale_by_ones_returns_the_saved_gradient():
+def test_rescale_by_ones_returns_the_saved_gradient(upstream_check):
     saved = np.random.default_rng(3).standard_normal((4, 9)).astype(np.float32)
     scaled = tf.function(ops.rescale)(tf.ones([4]), tf.constant(saved))
     np.testing.assert_array_equal(scaled, saved)
 
 
-def test_rescaled_gradients_do_not_share_memory_with_each_other():
+def test_rescaled_gradients_do_not_share_memory_with_each_other(upstream_check):
     # Two backward passes alive at once: the second must not reuse the first's buffer.
     saved = tf.constant(np.ones((8, 16), np.float32))
     rescale = tf.function(ops.rescale)
@@ -326,7 +335,7 @@ def test_rescaled_gradients_do_not_share_memory_with_each_other():
     np.testing.assert_array_equal(second, np.full((8, 16), 3.0, np.float32))
 
 
-def test_upstream_nan_propagates_like_tensorflow():
+def test_upstream_nan_propagates_like_tensorflow(upstream_check):
     saved = tf.constant(np.ones((2, 3), np.float32))
     scaled = tf.function(ops.rescale)(tf.constant([np.nan, 1.5], tf.float32), saved)
     np.testing.assert_array_equal(scaled, [[np.nan] * 3, [1.5] * 3])
@@ -355,6 +364,30 @@ def test_unit_upstream_seen_in_the_graph_needs_no_rescale(batch_known):
     expected = reference.huber(y_true, y_pred)[1]
     np.testing.assert_allclose(tf.function(functools.partial(gradient, reduce=False))(y_true, y_pred), expected, rtol=2e-6)
     np.testing.assert_allclose(tf.function(functools.partial(gradient, reduce=True))(y_true, y_pred), expected / 4, rtol=2e-6)
+
+
+@pytest.mark.parametrize("n_losses", [ops.HOST_CHECK_FROM - 1, ops.HOST_CHECK_FROM], ids=["below", "from"])
+def test_large_upstreams_are_checked_on_the_host(n_losses, rescales):
+    fusedloss.set_min_fused_size(0)
+    spec = tf.TensorSpec([n_losses, 1], tf.float32)
+
+    def gradient(y_true, y_pred, weighted):
+        with tf.GradientTape() as tape:
+            tape.watch(y_pred)
+            loss = fusedloss.huber(y_true, y_pred)
+            objective = tf.reduce_mean(loss * (1.0 + tf.cast(weighted, tf.float32)))
+        return tape.gradient(objective, y_pred)
+
+    graph = _graph_ops(tf.function(functools.partial(gradient, weighted=False)), spec, spec)
+    host = n_losses >= ops.HOST_CHECK_FROM
+    assert graph.count("PyFuncStateless") == (2 if host else 1)  # forward + host check, or forward
+    assert ("Equal" in graph) != host
+    y_true, y_pred = _inputs((n_losses, 1))
+    expected = reference.huber(y_true, y_pred)[1] / n_losses
+    for weighted in (False, True):  # upstream 1/n: the saved gradient; 2/n: its product
+        got = tf.function(functools.partial(gradient, weighted=weighted))(y_true, y_pred)
+        np.testing.assert_allclose(got, expected * (1 + weighted), rtol=2e-6)
+    assert rescales() == 1
 
 
 @pytest.fixture
@@ -400,7 +433,7 @@ def _objective(kind, loss):
 
 
 @pytest.mark.parametrize("case", UPSTREAM_CASES, ids=lambda c: f"{c.loss}-{c.shape}-{np.dtype(c.dtype).name}-{c.expected_upstream}-{c.objective}")
-def test_expected_upstream_is_free_and_any_other_is_still_right(case, rescales):
+def test_expected_upstream_is_free_and_any_other_is_still_right(case, rescales, upstream_check):
     fusedloss.set_min_fused_size(0)
     y_true, y_pred = _case_inputs(case)
     loss_fn = getattr(fusedloss, case.loss)

@@ -427,6 +427,32 @@ def scale_rows(factors, grad, out=None):
     return out
 
 
+@njit(parallel=True, error_model="numpy", cache=caching.ENABLED)
+def _count_unequal(values, value, counts):
+    n_values = values.size
+    for task in prange(counts.size):
+        start = task * COLUMNS_PER_TASK
+        # A slice indexed from 0: LLVM then knows no index is negative and vectorises.
+        span = values[start : min(start + COLUMNS_PER_TASK, n_values)]
+        unequal = 0
+        for index in range(span.size):
+            unequal += span[index] != value
+        counts[task] = unequal
+
+
+def all_equal(values, value):
+    """Whether every element of ``values`` equals ``value`` (NaN equals nothing), as
+    ``tf.reduce_all(tf.equal(values, value))`` says, without its array of booleans.
+
+    The bridge's backward asks it of the upstream gradient: at 1e7 upstream values
+    TensorFlow's ``equal`` + ``reduce_all`` took ~3 ms here, this ~1 ms.
+    """
+    flat = np.ascontiguousarray(values).reshape(-1)
+    counts = np.empty(-(-flat.size // COLUMNS_PER_TASK), np.int64)
+    _count_unequal(flat, flat.dtype.type(value), counts)
+    return not counts.any()
+
+
 # ---------------------------------------------------------------------------------
 # What element functions call, compiled for the CPU.
 

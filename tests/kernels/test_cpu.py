@@ -297,3 +297,19 @@ def test_serial_and_parallel_kernels_agree_around_the_threshold(shape):
     want_loss, want_grad = reference.huber(y_true, y_pred, 1.0)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [0, 1, cpu.COLUMNS_PER_TASK + 3])
+def test_all_equal_agrees_with_numpy_nan_equal_to_nothing(dtype, size):
+    value = dtype(1) / dtype(7)
+    values = np.full(size, value, dtype)
+    assert cpu.all_equal(values, value)
+    for odd in (np.nan, -value, np.nextafter(value, dtype(1))):
+        if size:
+            values[-1] = odd  # the last element is in the last, short task
+            assert not cpu.all_equal(values, value)
+            values[-1] = value
+    zeros = np.array([0.0, -0.0] * (size // 2), dtype)
+    assert cpu.all_equal(zeros, 0.0)  # as tf.equal: -0.0 == 0.0
+    assert not cpu.all_equal(np.full(size, np.nan, dtype), np.nan) or size == 0
