@@ -366,6 +366,31 @@ def test_unit_upstream_seen_in_the_graph_needs_no_rescale(batch_known):
     np.testing.assert_allclose(tf.function(functools.partial(gradient, reduce=True))(y_true, y_pred), expected / 4, rtol=2e-6)
 
 
+@pytest.mark.parametrize("batch_known", [True, False], ids=["static-batch", "dynamic-batch"])
+def test_mean_upstream_seen_in_the_graph_needs_no_check(batch_known, rescales):
+    spec = tf.TensorSpec([6 if batch_known else None, 9], tf.float32)
+    fusedloss.set_min_fused_size(0)
+
+    def gradient(y_true, y_pred, objective):
+        with tf.GradientTape() as tape:
+            tape.watch(y_pred)
+            loss = fusedloss.huber(y_true, y_pred)
+            value = {"mean": tf.reduce_mean(loss), "sum": tf.reduce_sum(loss), "third": tf.reduce_mean(loss) / 3}
+        return tape.gradient(value[objective], y_pred)
+
+    mean = _graph_ops(tf.function(functools.partial(gradient, objective="mean")), spec, spec)
+    # Static: reduce_mean's gradient is Tile(1) / 6, the expected upstream: nothing to
+    # check (TensorFlow then prunes the upstream's ops). Dynamic: a check per call.
+    assert ({"If", "StatelessIf", "Equal"} & set(mean) == set()) == batch_known
+    assert mean.count("PyFuncStateless") == 1
+    y_true, y_pred = _inputs((6, 9))
+    expected = reference.huber(y_true, y_pred)[1] / 6
+    for objective, factor in (("mean", 1), ("sum", 6), ("third", 1 / 3)):  # the last two: known, not expected
+        got = tf.function(functools.partial(gradient, objective=objective))(y_true, y_pred)
+        np.testing.assert_allclose(got, expected * factor, rtol=2e-6)
+    assert rescales() == 2
+
+
 @pytest.mark.parametrize("n_losses", [ops.HOST_CHECK_FROM - 1, ops.HOST_CHECK_FROM], ids=["below", "from"])
 def test_large_upstreams_are_checked_on_the_host(n_losses, rescales):
     fusedloss.set_min_fused_size(0)
