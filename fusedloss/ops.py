@@ -262,38 +262,34 @@ def rescale(upstream, saved_grad, expected_upstream="ones"):
     ``HOST_CHECK_FROM`` upstream values (static shape, traced) the host also makes the
     choice, in the same call: one ``numpy_function`` instead of TensorFlow's check.
     """
-    static = upstream.shape.is_fully_defined() and upstream.dtype in (tf.float32, tf.float64)
     known = _uniform_value(upstream)
     if known is not None and expected_upstream == "ones" and known == 1:
         return saved_grad
-    if known is not None and expected_upstream == "mean" and static:
-        dtype = upstream.dtype.as_numpy_dtype
-        if known == dtype(1) / dtype(max(upstream.shape.num_elements(), 1)):
-            return saved_grad
-    large = static and upstream.shape.num_elements() >= HOST_CHECK_FROM
-    if large and not gpu_bridge.wanted(saved_grad) and not tf.executing_eagerly():
-        dtype = upstream.dtype.as_numpy_dtype
-        count = upstream.shape.num_elements() if expected_upstream == "mean" else None
-        expected = dtype(1) if count is None else dtype(1) / dtype(max(count, 1))
-        host = functools.partial(_rescale_on_host, expected, count)
-        product = tf.numpy_function(host, [upstream, saved_grad], saved_grad.dtype, stateful=False)
-        product.set_shape(saved_grad.shape)
-        return product
-    if expected_upstream == "mean" and static:
+    if upstream.shape.is_fully_defined() and upstream.dtype in (tf.float32, tf.float64):
         # Known when tracing: constants instead of the ops that compute them per call
         # (1 / n correctly rounded in NumPy as in TensorFlow for these dtypes).
-        count = upstream.shape.num_elements()
+        n_values = upstream.shape.num_elements()
         dtype = upstream.dtype.as_numpy_dtype
-        expected = tf.constant(dtype(1) / dtype(max(count, 1)), upstream.dtype)
+        count = n_values if expected_upstream == "mean" else None
+        expected_value = dtype(1) if count is None else dtype(1) / dtype(max(count, 1))
+        if known == expected_value:
+            return saved_grad
+        if n_values >= HOST_CHECK_FROM and not gpu_bridge.wanted(saved_grad) and not tf.executing_eagerly():
+            host = functools.partial(_rescale_on_host, expected_value, count)
+            product = tf.numpy_function(host, [upstream, saved_grad], saved_grad.dtype, stateful=False)
+            product.set_shape(saved_grad.shape)
+            return product
+        expected = tf.constant(expected_value, upstream.dtype)
     elif expected_upstream == "mean":
         count = tf.size(upstream)
         expected = 1 / tf.cast(count, upstream.dtype)
     else:
+        count = None
         expected = tf.ones((), upstream.dtype)
 
     def scaled():
         factors = tf.cast(upstream, saved_grad.dtype)
-        if expected_upstream == "mean":
+        if count is not None:
             factors *= tf.cast(count, saved_grad.dtype)  # upstream / expected
         if gpu_bridge.wanted(saved_grad):  # TensorFlow's GPU allocator reuses its memory
             trailing = tf.ones([saved_grad.shape.rank - upstream.shape.rank], tf.int32)
