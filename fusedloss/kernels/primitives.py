@@ -12,7 +12,8 @@ Measured (2026-12-01, 2e7 random float32 bit patterns, ``--primitives-only --sam
 special result - NaN, +-inf, 0 - wrong): log 8.2e-8 (0.71 ulp), expm1 1.2e-7 (1.40
 ulp), tanh 1.7e-7 (2.05 ulp), sigmoid 1.9e-7 (1.63 ulp), softplus 1.3e-7 (1.52 ulp),
 log_sigmoid 1.2e-7 (1.05 ulp), log_cosh 3.2e-7 (2.97 ulp; Keras's own float32 form
-loses all relative accuracy below |x| ~ 1e-4).
+loses all relative accuracy below |x| ~ 1e-4). log_cosh rewritten 2026-12-06 (2e8
+bit patterns): 4.4e-7 (3.76 ulp), for 1.8x its speed.
 """
 
 import math
@@ -166,11 +167,30 @@ def _log_sigmoid(x):
 
 
 def _log_cosh(x):
-    """``log(cosh(x))``: for ``|x| <= 1`` as ``log1p(m**2 / (2 (1 + m)))`` with ``m =
-    expm1(|x|)`` (``cosh(x) - 1 = m**2 / (2 e**|x|)``, no cancellation: small ``x`` keep
-    their relative accuracy, where Keras's form loses it), beyond as ``|x| + log(1 +
-    exp(-2|x|)) - log(2)`` (Keras's form: finite for every finite ``x``)."""
+    """``log(cosh(x))``.
+
+    Float32, from ``m = expm1(-2|x|)`` and ``t = tanh|x| = -m / (2 + m)`` (the
+    operations of ``_tanh``, which LLVM may share with a derivative's): for ``|x| <=
+    1/2`` as ``-log1p(-t**2) / 2`` (``cosh**2 = 1 / (1 - tanh**2)``: no cancellation,
+    small ``x`` keep their relative accuracy, where Keras's form loses it), beyond as
+    ``|x| - log(2) + log1p(1 + m)`` (``1 + m = exp(-2|x|)``, exact there: Keras's form,
+    finite for every finite ``x``). One expm1, one division and one log1p of either
+    argument: the form float64 keeps (below) took two exponentials and two logarithms,
+    and a LogCosh kernel ran compute-bound at 14x the memory floor (1e7 elements
+    fwd+bwd, 31 -> 17.5 ms, 2026-12-06). 1/2 is where the two errors cross (measured:
+    4.4e-7 relative, 3.8 ulp, against 2.9e-7 for the float64 form in float32).
+
+    Float64: for ``|x| <= 1`` ``log1p(m**2 / (2 (1 + m)))`` with ``m = expm1(|x|)``,
+    beyond ``|x| + log(1 + exp(-2|x|)) - log(2)``.
+    """
     a = abs(x)
+    if isinstance(x, np.float32):
+        m = expm1_float32(np.float32(-2.0) * a)
+        t = -m / (_F32_TWO + m)
+        near = a <= np.float32(0.5)  # False for NaN: the far form carries it
+        log_term = log1p_float32(-(t * t) if near else _F32_ONE + m)
+        return np.float32(-0.5) * log_term if near else a - np.float32(_LN2) + log_term
+    # In _like: numba types this part for float32 too, unreached as it is.
     m = _expm1(a)
     near = _log1p(m * m / (_like(x, 2.0) + _like(x, 2.0) * m))
     far = a + _log1p_of_exp_of_minus_abs(_like(x, 2.0) * a) - _like(x, _LN2)
