@@ -112,7 +112,11 @@ class Definition:
             raise TypeError(f"{self.class_name} has no parameter {sorted(unknown)[0]!r}; it has {tuple(self.parameters)}")
         checked = {}
         for name, value in values.items():
-            if name in self.static:
+            if name in self.static and isinstance(self.parameters[name], float):
+                # A number folded into the kernel as a constant (one kernel per value):
+                # validated as the runtime numbers are, an int accepted as Keras does.
+                checked[name] = _number(name, value)
+            elif name in self.static:
                 default = self.parameters[name]
                 if type(value) is not type(default) and not (
                     isinstance(default, numbers.Integral) and isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -379,7 +383,10 @@ def elementwise_loss(
             (``<snake_case>`` of the class name).
         static: parameters that are Python values when the formula is traced (bools,
             choices): the formula may branch on them with ``if``; one kernel per value.
-            The others are numbers, runtime arguments of a single kernel.
+            A static float is a number folded in as a constant (``x ** gamma`` with
+            ``gamma = 2.0`` compiles to a product, not ``exp(gamma log x)``), checked
+            as numbers are. The others are numbers, runtime arguments of a single
+            kernel.
         per_class: numeric parameters that may also be one value per class (the last
             axis), e.g. ``pos_weight``.
         constraints: expressions over the parameters (``"delta > 0"``), checked at

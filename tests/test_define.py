@@ -111,6 +111,35 @@ def test_bad_parameter_fails_at_construction_naming_it(value, message):
         AsymmetricCost(cost=value)
 
 
+@pytest.mark.parametrize("value, message", [
+    (True, "gamma must be a real number"),
+    ("2", "gamma must be a real number"),
+    (float("nan"), "gamma must be finite"),
+    (-1.0, "gamma must satisfy gamma >= 0"),
+])
+def test_bad_static_number_fails_at_construction_naming_it(value, message):
+    with pytest.raises(ValueError, match=message):
+        fl.BinaryFocalCrossentropy(gamma=value)
+
+
+def test_static_number_is_folded_into_the_kernel_and_an_int_is_accepted():
+    # BinaryFocalCrossentropy's gamma is static: (1 - p_t) ** gamma is traced with
+    # gamma a constant, so gamma = 2 (as an int, as Keras takes it) is a product.
+    loss = fl.BinaryFocalCrossentropy(gamma=2, from_logits=True, dtype="float64")
+    assert loss.get_config()["gamma"] == 2
+    definition = fl.BinaryFocalCrossentropy.definition
+    value, slope, kernel_name = definition.traced(definition.static_key(definition.check({"gamma": 2, "from_logits": True})))
+    assert "[gamma=2.0]" in kernel_name
+    from fusedloss.kernels import generate
+    assert "_pow(" not in generate.element_source(value, slope)
+    y_true = tf.constant([[0.0, 1.0, 1.0]], tf.float64)
+    logits = tf.constant([[-1.5, 0.3, 2.0]], tf.float64)
+    np.testing.assert_allclose(
+        loss(y_true, logits), tf.keras.losses.BinaryFocalCrossentropy(gamma=2, from_logits=True, dtype="float64")(y_true, logits),
+        rtol=1e-12,
+    )
+
+
 def test_unknown_parameter_is_a_type_error():
     with pytest.raises(TypeError):
         AsymmetricCost(costs=1.0)

@@ -122,8 +122,10 @@ def BinaryCrossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, a
     return _crossentropy_of_probabilities(z, y_pred)
 
 
+# gamma static: (1 - p_t) ** gamma and its derivative's ** (gamma - 1) were two float32
+# pows (exp and log each) per element; with Keras's default gamma = 2 they are products.
 @elementwise_loss(
-    static=("apply_class_balancing", "from_logits", "axis"),
+    static=("apply_class_balancing", "from_logits", "axis", "gamma"),
     constraints=("0 <= alpha <= 1", "gamma >= 0", "0 <= label_smoothing <= 1", "axis == -1"),
     keras_equivalent=keras.losses.BinaryFocalCrossentropy,
     package="fusedloss",
