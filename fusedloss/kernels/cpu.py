@@ -35,7 +35,8 @@ FASTMATH = {"reassoc", "contract"}
 
 # Long rows are split into chunks of this many columns so that a few very long rows
 # still spread over every core. The chunking depends only on the shape, never on the
-# thread count, so results are bit-identical from run to run and machine to machine.
+# thread count, so results are bit-identical from run to run, and from machine to
+# machine where the CPUs have the same vector width (the vectorised sums depend on it).
 COLUMNS_PER_TASK = 16384
 
 # Rows of at most this many columns are narrow: a per-row loop over so few columns
@@ -45,7 +46,7 @@ COLUMNS_PER_TASK = 16384
 # elements), runs one flat loop over the block's elements (contiguous, vectorised),
 # keeping the values in a small scratch array, and sums each row's values from it in
 # column order. The blocks depend only on the shape, so results are bit-identical
-# from run to run and machine to machine.
+# from run to run (see COLUMNS_PER_TASK).
 NARROW_COLUMNS = 64
 
 # Below this many elements a kernel runs on the calling thread (``rows_serial``, the

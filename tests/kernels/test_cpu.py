@@ -253,9 +253,16 @@ def test_narrow_rows_are_bit_identical_from_call_to_call(shape):
         )
         assert loss.tobytes() == first_loss.tobytes()
         assert grad.tobytes() == first_grad.tobytes()
-    # The loss-only kernel runs the same loop, so gives the same losses.
     loss_only, _ = cpu.huber(y_true, y_pred, 1.0, with_grad=False)
-    assert loss_only.tobytes() == first_loss.tobytes()
+    if shape[-1] <= cpu.NARROW_COLUMNS:
+        # Narrow rows are summed by _row_means, apart from the element loop: the
+        # loss-only kernel gives the same bits.
+        assert loss_only.tobytes() == first_loss.tobytes()
+    else:
+        # A wide row's sum is vectorised with the element loop, and LLVM may split it
+        # differently without the gradient's stores (it did on an AVX2 machine, not on
+        # AVX-512 ones): the same losses to float32 rounding of the sum.
+        np.testing.assert_allclose(loss_only, first_loss, rtol=4 * shape[-1] * np.finfo(np.float32).eps, atol=0)
 
 
 @pytest.mark.parametrize("n_columns", [2, 3, 4, 5, 10, 64])
