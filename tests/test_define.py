@@ -18,7 +18,7 @@ import tensorflow as tf
 import fusedloss as fl
 from fusedloss import math as fm
 from fusedloss.define import DefinitionError
-from fusedloss.kernels import cpu
+from fusedloss.kernels import cpu, generate
 
 
 @fl.elementwise_loss
@@ -130,7 +130,6 @@ def test_static_number_is_folded_into_the_kernel_and_an_int_is_accepted():
     definition = fl.BinaryFocalCrossentropy.definition
     value, slope, kernel_name = definition.traced(definition.static_key(definition.check({"gamma": 2, "from_logits": True})))
     assert "[gamma=2.0]" in kernel_name
-    from fusedloss.kernels import generate
     assert "_pow(" not in generate.element_source(value, slope)
     y_true = tf.constant([[0.0, 1.0, 1.0]], tf.float64)
     logits = tf.constant([[-1.5, 0.3, 2.0]], tf.float64)

@@ -190,7 +190,7 @@ def _log_cosh(x):
         near = a <= np.float32(0.5)  # False for NaN: the far form carries it
         log_term = log1p_float32(-(t * t) if near else _F32_ONE + m)
         return np.float32(-0.5) * log_term if near else a - np.float32(_LN2) + log_term
-    # In _like: numba types this part for float32 too, unreached as it is.
+    # Written with _like: numba types this part for float32 too, where it is never reached.
     m = _expm1(a)
     near = _log1p(m * m / (_like(x, 2.0) + _like(x, 2.0) * m))
     far = a + _log1p_of_exp_of_minus_abs(_like(x, 2.0) * a) - _like(x, _LN2)
