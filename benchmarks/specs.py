@@ -212,7 +212,7 @@ LOSSES = (
         "binary_focal_crossentropy", "BinaryFocalCrossentropy",
         _keras_native(KERAS.binary_focal_crossentropy, from_logits=True), rows_of,
         lambda rng, shape, dtype: logit_inputs(rng, shape, dtype, False, 0.25, 2.0, True, 0.0, -1),
-        kernel="binary_focal_crossentropy[apply_class_balancing=False][from_logits=True][axis=-1]",
+        kernel="binary_focal_crossentropy[apply_class_balancing=False][gamma=2.0][from_logits=True][axis=-1]",
     ),
 )
 

@@ -62,8 +62,11 @@ def test_a_loss_fusedloss_lacks_is_reported_by_name():
     ]  # a reference is asked for only once the rest is there (a definition gives one)
 
 
-def test_huber_is_benchmarked():
-    assert missing_parts(next(spec for spec in LOSSES if spec.name == "huber")) == []
+@pytest.mark.parametrize("spec", LOSSES, ids=lambda spec: spec.name)
+def test_every_loss_of_the_suite_is_benchmarked(spec):
+    # A loss the suite cannot find is skipped there, not failed: the focal loss's 59
+    # cases were skipped once its kernel's name gained [gamma=2.0].
+    assert missing_parts(spec) == []
 
 
 # ---------------------------------------------------------------------------------
